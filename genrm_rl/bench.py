@@ -1,0 +1,303 @@
+"""Reproducible benchmarks, each measuring the project's path against a baseline in the same run.
+
+1. scoring:  GenRM-CoT (K=8, 32) and direct GenRM verifications/s and generated tokens/s, batched
+             (one prefill per prompt, K rows decoded together) vs. a naive loop: transformers
+             `generate(num_return_sequences=K)` one request at a time + one forward per sample.
+2. service:  the same workload through the Ray service over HTTP (1, 8, 32 concurrent clients,
+             one item per request) vs. the verifier called directly with the same batch size;
+             verifications/s and p50/p99 request latency.
+3. training: joint-loss SFT tokens/s with DeepSpeed ZeRO-2 on 1 and 2 workers vs. plain PyTorch on
+             1 worker, same model, data and micro-batch.
+Results go to JSON and are appended to BENCHMARKS.md with hardware, versions, config and date.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from genrm_rl.config import option, to_dict
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    which: list[Literal["scoring", "service", "training"]] = option(
+        ["scoring", "service", "training"], help="benchmarks to run")
+    model: str = option("runs/quickstart/genrm_cot/model", help="trained GenRM-CoT model (from `make demo`)")
+    task: str = option("last_letter", help="task of the fixed (question, solution) workload")
+    num_pairs: int = option(32, help="(question, solution) pairs in the workload")
+    ks: list[int] = option([8, 32], help="CoT K values")
+    batch_size: int = option(16, help="pairs per batch for the batched path and the service")
+    max_new_tokens: int = option(160, help="longest rationale")
+    naive_pairs: int = option(8, help="pairs timed for the (slow) naive baseline")
+    concurrency: list[int] = option([1, 8, 32], help="concurrent HTTP clients")
+    service_k: int = option(8, help="CoT K for the service benchmark")
+    train_steps: int = option(40, help="timed training steps (after 5 warm-up steps)")
+    train_micro_batch: int = option(16, help="micro-batch per worker")
+    out_dir: str = option("runs/bench", help="JSON results")
+    markdown: str = option("BENCHMARKS.md", help="markdown file the results are appended to")
+    seed: int = option(0, help="seed")
+
+    def __post_init__(self):
+        if not Path(self.model).joinpath("config.json").is_file():
+            raise ValueError(f"bench model {self.model!r} not found: run `make demo` first or set model=DIR")
+
+
+def hardware() -> dict:
+    import torch
+    import transformers
+
+    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "transformers": transformers.__version__}
+    with contextlib.suppress(OSError, StopIteration):
+        info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                                 if line.startswith("model name"))
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        import deepspeed
+        import ray
+
+        info["ray"], info["deepspeed"] = ray.__version__, deepspeed.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def workload(cfg: BenchConfig) -> list[tuple[str, str]]:
+    """Fixed pairs: half correct solutions, half with a planted error (5-6 word test problems)."""
+    import random
+
+    from genrm_rl.tasks import get_task
+
+    task = get_task(cfg.task)
+    rng = random.Random(cfg.seed)
+    problems = task.make_problems("test", cfg.num_pairs, seed=cfg.seed + 77)
+    return [(p.question, task.solve(p) if i % 2 == 0 else task.corrupt(p, rng)[0]) for i, p in enumerate(problems)]
+
+
+# ---- 1. scoring ----------------------------------------------------------------------------------
+def naive_cot(model, tok, fmt, pairs, k, max_new_tokens, seed) -> tuple[int, float]:
+    """One request at a time: generate K samples, then one forward per sample for p(Yes)."""
+    import torch
+
+    from genrm_rl.prompts import VERDICT_CUE
+    from genrm_rl.scoring import verdict_tokens, yes_probability
+
+    vt = verdict_tokens(tok)
+    torch.manual_seed(seed)
+    generated = 0
+    t0 = time.perf_counter()
+    for q, s in pairs:
+        enc = tok(fmt.cot(q, s), add_special_tokens=False, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**enc, do_sample=True, temperature=1.0, max_new_tokens=max_new_tokens,
+                                 num_return_sequences=k, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        for row in out[:, enc["input_ids"].shape[1]:]:
+            ids = [t for t in row.tolist() if t != tok.pad_token_id and t != tok.eos_token_id]
+            generated += len(ids)
+            text = tok.decode(ids)
+            cut = text.find(VERDICT_CUE)
+            rationale = text[: cut + len(VERDICT_CUE)] if cut >= 0 else text + "\n" + VERDICT_CUE
+            full = tok(fmt.cot(q, s) + rationale, add_special_tokens=False).input_ids + list(vt.prefix_ids)
+            with torch.no_grad():
+                logits = model(torch.tensor([full])).logits[0, -1]
+            yes_probability(logits, vt.yes_id, vt.no_id)
+    return generated, time.perf_counter() - t0
+
+
+def bench_scoring(cfg: BenchConfig, pairs) -> dict:
+    import torch
+
+    from genrm_rl.modeling import load_causal_lm, load_tokenizer
+    from genrm_rl.prompts import get_prompt_format
+    from genrm_rl.scoring import verdict_tokens, yes_probability
+    from genrm_rl.verifier import GenerativeVerifier, VerifierConfig
+
+    fmt = get_prompt_format("compact")
+    rows = {}
+    for k in cfg.ks:
+        v = GenerativeVerifier(VerifierConfig(model=cfg.model, mode="cot", k=k, batch_size=cfg.batch_size,
+                                              max_new_tokens=cfg.max_new_tokens, device="cpu", seed=cfg.seed))
+        v.score(pairs[:2])  # warm-up
+        t0 = time.perf_counter()
+        res = v.score(pairs)
+        dt = time.perf_counter() - t0
+        gen = sum(r.generated_tokens for r in res)
+        naive_gen, naive_dt = naive_cot(v.backend.model, v.tokenizer, fmt, pairs[: cfg.naive_pairs], k,
+                                        cfg.max_new_tokens, cfg.seed)
+        rows[f"cot_k{k}"] = {
+            "batched_verifications_per_s": len(pairs) / dt, "batched_tokens_per_s": gen / dt,
+            "naive_verifications_per_s": cfg.naive_pairs / naive_dt, "naive_tokens_per_s": naive_gen / naive_dt,
+            "forced_fraction": sum(r.num_forced for r in res) / (len(res) * k),
+        }
+        rows[f"cot_k{k}"]["speedup_verifications"] = (rows[f"cot_k{k}"]["batched_verifications_per_s"]
+                                                      / rows[f"cot_k{k}"]["naive_verifications_per_s"])
+    # direct: batched forward vs one forward per pair
+    v = GenerativeVerifier(VerifierConfig(model=cfg.model, mode="direct", batch_size=cfg.batch_size, device="cpu"))
+    v.score(pairs[:2])
+    t0 = time.perf_counter()
+    v.score(pairs)
+    batched = len(pairs) / (time.perf_counter() - t0)
+    model, tok = load_causal_lm(cfg.model, "cpu"), load_tokenizer(cfg.model)
+    vt = verdict_tokens(tok)
+    t0 = time.perf_counter()
+    for q, s in pairs:
+        ids = tok(fmt.direct(q, s), add_special_tokens=False).input_ids + list(vt.prefix_ids)
+        with torch.no_grad():
+            yes_probability(model(torch.tensor([ids])).logits[0, -1], vt.yes_id, vt.no_id)
+    naive = len(pairs) / (time.perf_counter() - t0)
+    rows["direct"] = {"batched_verifications_per_s": batched, "naive_verifications_per_s": naive,
+                      "speedup_verifications": batched / naive}
+    return rows
+
+
+# ---- 2. service ----------------------------------------------------------------------------------
+def bench_service(cfg: BenchConfig, pairs) -> dict:
+    import concurrent.futures as cf
+    import socket
+
+    import httpx
+
+    from genrm_rl.config import from_dict
+    from genrm_rl.ray_utils import ensure_ray
+    from genrm_rl.verifier import GenerativeVerifier, VerifierConfig
+    from reward.config import ServeConfig
+    from reward.service import start_service
+
+    vcfg = {"model": cfg.model, "mode": "cot", "k": cfg.service_k, "batch_size": cfg.batch_size,
+            "max_new_tokens": cfg.max_new_tokens, "device": "cpu", "seed": cfg.seed}
+    direct = GenerativeVerifier(VerifierConfig(**vcfg))
+    direct.score(pairs[:2])
+    t0 = time.perf_counter()
+    for i in range(0, len(pairs), cfg.batch_size):
+        direct.score(pairs[i:i + cfg.batch_size])
+    direct_vps = len(pairs) / (time.perf_counter() - t0)
+    del direct
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ensure_ray()
+    service = start_service(from_dict(ServeConfig, {
+        "verifier": vcfg, "num_replicas": 1, "replica_cpus": 1.0, "max_batch_size": cfg.batch_size,
+        "max_wait_ms": 20, "port": port, "cache_size": 0, "router_name": "bench_router"}))
+    rows = {"direct_verifications_per_s": direct_vps}
+    try:
+        url = service.url + "/score"
+        httpx.post(url, json={"items": [{"question": q, "solution": s} for q, s in pairs[:2]]}, timeout=600)
+        for conc in cfg.concurrency:
+            latencies = []
+
+            def one(pair, latencies=latencies):
+                t = time.perf_counter()
+                r = httpx.post(url, json={"items": [{"question": pair[0], "solution": pair[1]}]}, timeout=600)
+                latencies.append(time.perf_counter() - t)
+                return r.status_code
+
+            t0 = time.perf_counter()
+            with cf.ThreadPoolExecutor(conc) as pool:
+                codes = list(pool.map(one, pairs))
+            dt = time.perf_counter() - t0
+            lat = sorted(latencies)
+            rows[f"http_c{conc}"] = {
+                "verifications_per_s": len(pairs) / dt, "ok": codes.count(200), "latency_p50_s": lat[len(lat) // 2],
+                "latency_p99_s": lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+                "fraction_of_direct": len(pairs) / dt / direct_vps,
+            }
+    finally:
+        service.shutdown()
+    return rows
+
+
+# ---- 3. training ---------------------------------------------------------------------------------
+def bench_training(cfg: BenchConfig) -> dict:
+    import shutil
+
+    from genrm_rl.config import from_dict
+    from genrm_rl.training.config import TrainConfig
+    from genrm_rl.training.launch import run_training
+
+    out = Path(cfg.out_dir) / "train"
+    rows = {}
+    variants = [("torch_1w", "torch", 1), ("deepspeed_zero2_1w", "deepspeed", 1), ("deepspeed_zero2_2w", "deepspeed", 2)]
+    for name, engine, workers in variants:
+        run_dir = out / name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        tcfg = from_dict(TrainConfig, {
+            "objective": "genrm_cot", "model": cfg.model, "output_dir": str(run_dir), "engine": engine,
+            "launcher": "ray", "data": {"task": cfg.task, "num_problems": 400, "val_fraction": 0.0},
+            "max_steps": cfg.train_steps + 5, "micro_batch_size": cfg.train_micro_batch // workers, "log_every": 5,
+            "tensorboard": False, "export": False,
+            "ray": {"num_workers": workers, "cpus_per_worker": (os.cpu_count() or 2) / workers},
+        })
+        run_training(tcfg)
+        logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        rates = [m["tokens_per_s"] for m in logs if "tokens_per_s" in m][1:]  # drop the warm-up window
+        rows[name] = {"tokens_per_s": statistics.median(rates), "workers": workers, "engine": engine,
+                      "global_batch": cfg.train_micro_batch}
+    rows["zero2_1w_vs_torch"] = rows["deepspeed_zero2_1w"]["tokens_per_s"] / rows["torch_1w"]["tokens_per_s"]
+    return rows
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    from genrm_rl.ray_utils import ensure_ray
+
+    pairs = workload(cfg)
+    result = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "hardware": hardware(),
+              "config": to_dict(cfg)}
+    if "scoring" in cfg.which:
+        result["scoring"] = bench_scoring(cfg, pairs)
+    if "service" in cfg.which:
+        ensure_ray()
+        result["service"] = bench_service(cfg, pairs)
+    if "training" in cfg.which:
+        ensure_ray()
+        result["training"] = bench_training(cfg)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"bench_{int(time.time())}.json").write_text(json.dumps(result, indent=2))
+    with open(cfg.markdown, "a", encoding="utf-8") as fh:
+        fh.write(markdown(result))
+    return result
+
+
+def markdown(r: dict) -> str:
+    hw = r["hardware"]
+    lines = [f"\n## {r['date']} — {hw.get('cpu_model', hw['cpu'])} ({hw['cores']} cores)"
+             + (f", {hw['gpu']}" if "gpu" in hw else ""),
+             f"torch {hw['torch']}, transformers {hw['transformers']}, ray {hw.get('ray')}, deepspeed {hw.get('deepspeed')}; "
+             f"model `{r['config']['model']}`, {r['config']['num_pairs']} pairs, batch {r['config']['batch_size']}, "
+             f"max_new_tokens {r['config']['max_new_tokens']}", ""]
+    if "scoring" in r:
+        lines += ["| scoring | batched verif/s | naive verif/s | speedup | batched gen tok/s | naive gen tok/s |",
+                  "|---|---|---|---|---|---|"]
+        for name, s in r["scoring"].items():
+            lines.append(f"| {name} | {s['batched_verifications_per_s']:.2f} | {s['naive_verifications_per_s']:.2f} | "
+                         f"**{s['speedup_verifications']:.1f}x** | {s.get('batched_tokens_per_s', float('nan')):.0f} | "
+                         f"{s.get('naive_tokens_per_s', float('nan')):.0f} |")
+        lines.append("")
+    if "service" in r:
+        d = r["service"]["direct_verifications_per_s"]
+        lines += [f"Service (CoT K={r['config']['service_k']}): verifier called directly {d:.2f} verif/s.", "",
+                  "| HTTP clients | verif/s | of direct | p50 latency s | p99 latency s |", "|---|---|---|---|---|"]
+        for name, s in r["service"].items():
+            if name.startswith("http_c"):
+                lines.append(f"| {name[6:]} | {s['verifications_per_s']:.2f} | **{100 * s['fraction_of_direct']:.0f}%** | "
+                             f"{s['latency_p50_s']:.2f} | {s['latency_p99_s']:.2f} |")
+        lines.append("")
+    if "training" in r:
+        t = r["training"]
+        lines += ["| training (joint-loss SFT) | workers | tokens/s |", "|---|---|---|"]
+        for name in ("torch_1w", "deepspeed_zero2_1w", "deepspeed_zero2_2w"):
+            lines.append(f"| {name} | {t[name]['workers']} | {t[name]['tokens_per_s']:.0f} |")
+        lines += ["", f"DeepSpeed ZeRO-2 (1 worker) / plain PyTorch: **{100 * t['zero2_1w_vs_torch']:.0f}%**", ""]
+    return "\n".join(lines) + "\n"

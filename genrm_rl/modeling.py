@@ -1,0 +1,85 @@
+"""The one loading path for every model: tiny ones built by `genrm_rl.tiny` and real ones alike.
+
+Why: the reward service, trainers and evaluators must not special-case tiny test models, or the
+tests would not exercise what users run. Everything goes through `from_pretrained` on a directory
+(or Hub id on machines that have network access).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"dtype must be one of {sorted(table) + ['auto']}, got {dtype!r}")
+    return table[dtype]
+
+
+def check_model_dir(path: str | Path) -> None:
+    """Fail early, with the path in the message, instead of deep inside `from_pretrained`."""
+    p = Path(path)
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ValueError(f"{p} is not a Hugging Face model directory (no config.json)")
+    elif not _looks_like_hub_id(str(path)):
+        raise ValueError(f"model directory not found: {p}")
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/", "~"))
+
+
+def load_tokenizer(path: str | Path, padding_side: str = "left"):
+    from transformers import AutoTokenizer
+
+    check_model_dir(path)
+    tok = AutoTokenizer.from_pretrained(str(path))
+    if tok.pad_token_id is None:  # many real causal LMs ship without a pad token
+        tok.pad_token = tok.eos_token
+    tok.padding_side = padding_side
+    return tok
+
+
+def load_causal_lm(path: str | Path, device: str = "auto", dtype: str = "auto"):
+    from transformers import AutoModelForCausalLM
+
+    check_model_dir(path)
+    device = resolve_device(device)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(dtype, device))
+    return model.to(device).eval()
+
+
+def load_scalar_head_model(path: str | Path, device: str = "auto", dtype: str = "auto", pad_token_id=None):
+    """A causal LM body with a 1-unit score head (the ORM); a fresh head if `path` is a plain LM."""
+    from transformers import AutoModelForSequenceClassification
+
+    check_model_dir(path)
+    device = resolve_device(device)
+    kwargs = {"num_labels": 1}
+    if pad_token_id is not None:
+        kwargs["pad_token_id"] = pad_token_id
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(path), dtype=resolve_dtype(dtype, device), **kwargs
+    )
+    return model.to(device).eval()

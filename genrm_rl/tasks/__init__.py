@@ -1,0 +1,28 @@
+"""Task registry: algorithmic tasks with oracle rationales, and GSM8K answer checking."""
+
+from __future__ import annotations
+
+from genrm_rl.tasks.base import Problem, Rationale, Task, word_list
+from genrm_rl.tasks.gsm8k import GSM8KTask
+from genrm_rl.tasks.last_letter import LastLetterTask
+from genrm_rl.tasks.word_sort import WordSortTask
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    TASKS[cls.name] = cls
+    return cls
+
+
+for _cls in (LastLetterTask, WordSortTask, GSM8KTask):
+    register_task(_cls)
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
+    return TASKS[name]()
+
+
+__all__ = ["TASKS", "Problem", "Rationale", "Task", "get_task", "register_task", "word_list"]

@@ -1,0 +1,132 @@
+"""What every task provides: problems, a reference solution, answer checking, oracle rationales.
+
+Why: the paper's algorithmic tasks have a program that can *write* a correct step-by-step
+verification for any candidate. Writing that once here, against a small per-task interface (the
+reference solution as a list of steps), gives oracle GenRM-CoT training data for every task and a
+rationale that stops at the first wrong step of a wrong candidate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+from functools import lru_cache
+from importlib import resources
+
+from genrm_rl.prompts import VERDICT_CUE
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """A problem record: `{"id", "task", "question", "target"}`."""
+
+    id: str
+    task: str
+    question: str
+    target: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Rationale:
+    """An oracle verification of one candidate.
+
+    `text` ends with "Verification: Is the answer correct (Yes/No)? Yes|No"; `first_error_step` is
+    the 1-based index of the first wrong step (None when every step is right)."""
+
+    text: str
+    verdict: bool
+    first_error_step: int | None
+
+
+@lru_cache(maxsize=1)
+def word_list() -> tuple[str, ...]:
+    text = resources.files("genrm_rl.tasks").joinpath("words.txt").read_text()
+    return tuple(w for w in (line.strip() for line in text.splitlines()) if w and not w.startswith("#"))
+
+
+def _norm(line: str) -> str:
+    return " ".join(line.split())
+
+
+ANSWER_RE = re.compile(r"The answer is\s*(.+?)\.?\s*$", re.MULTILINE)
+
+
+class Task:
+    """Base class. Subclasses set `name`, `lengths` and implement the abstract methods."""
+
+    name: str = ""
+    #: number of items (e.g. words) per problem for each split
+    lengths: dict[str, tuple[int, int]] = {}
+
+    # ---- problems -------------------------------------------------------------------------
+    def make_problems(self, split: str, num: int, seed: int = 0) -> list[Problem]:
+        if split not in self.lengths:
+            raise ValueError(f"task {self.name!r} has splits {sorted(self.lengths)}, got {split!r}")
+        if num <= 0:
+            raise ValueError(f"num must be positive, got {num}")
+        lo, hi = self.lengths[split]
+        # String seeds hash deterministically across processes (unlike hash()).
+        rng = random.Random(f"{self.name}/{split}/{seed}")
+        words = word_list()
+        problems = []
+        for i in range(num):
+            items = rng.sample(words, rng.randint(lo, hi))
+            problems.append(Problem(f"{self.name}-{split}-{seed}-{i}", self.name, self.question(items), self.target(items)))
+        return problems
+
+    def question(self, items: list[str]) -> str:
+        raise NotImplementedError
+
+    def target(self, items: list[str]) -> str:
+        raise NotImplementedError
+
+    def items(self, question: str) -> list[str]:
+        """Recover the items (words) from a question written by `question()`."""
+        match = re.search(r'"([^"]*)"', question)
+        if not match:
+            raise ValueError(f"{self.name}: cannot find the quoted words in question {question!r}")
+        return match.group(1).split()
+
+    # ---- solutions ------------------------------------------------------------------------
+    def steps(self, items: list[str]) -> list[str]:
+        """Lines of the reference step-by-step solution; the last is "The answer is X."."""
+        raise NotImplementedError
+
+    def solve(self, problem: Problem) -> str:
+        return "\n".join(self.steps(self.items(problem.question)))
+
+    def extract_answer(self, solution: str) -> str | None:
+        found = ANSWER_RE.findall(solution)
+        return _norm(found[-1]) if found else None
+
+    def is_correct(self, problem: Problem, solution: str) -> bool:
+        answer = self.extract_answer(solution)
+        return answer is not None and answer == _norm(problem.target)
+
+    def corrupt(self, problem: Problem, rng: random.Random) -> tuple[str, int]:
+        """A wrong solution with a planted error; returns (solution, 1-based first wrong step)."""
+        raise NotImplementedError
+
+    # ---- oracle rationale -----------------------------------------------------------------
+    def rationale(self, problem: Problem, solution: str) -> Rationale:
+        """Check `solution` line by line against the reference; stop at the first wrong step.
+
+        Each line restates the candidate's step, writes the expected step, then grades it, like the
+        released reference-guided rationales ("Expected Answer: ... Verification: Yes"). Writing the
+        expected step first lets a verifier trained jointly on generation solve, then compare."""
+        expected = self.steps(self.items(problem.question))
+        got = [line for line in (_norm(x) for x in solution.strip().splitlines()) if line]
+        lines = []
+        first_error = None
+        for i in range(max(len(expected), len(got))):
+            want = _norm(expected[i]) if i < len(expected) else "end of solution."
+            have = got[i] if i < len(got) else "[missing step]"
+            ok = i < len(expected) and i < len(got) and have == want
+            lines.append(f"{have} Expected: {want} {'Correct.' if ok else 'Wrong.'}")
+            if not ok:
+                first_error = i + 1
+                break
+        verdict = first_error is None
+        lines.append(f"{VERDICT_CUE} {'Yes' if verdict else 'No'}")
+        return Rationale("\n".join(lines), verdict, first_error)

@@ -1,0 +1,126 @@
+"""Tiny-model kit: a small tokenizer and a small random causal LM, built locally.
+
+Why: nothing may be downloaded at test or demo time, yet every code path must be the one a real
+model takes. So we *build* a model directory (config.json + model.safetensors + tokenizer files)
+with `save_pretrained` and from then on load it like any Hub model, through `from_pretrained`.
+
+The tokenizer is a Unigram model whose vocabulary is every printable character plus whole words
+(the task word list and the words of the prompt templates). Like a real LLM tokenizer, a known
+word is one token (so a model must *learn* its spelling: the reason last-letter concatenation is
+hard for LLMs), and anything else falls back to single characters, so every string round-trips
+exactly. Sequences are ~2x shorter than character-level ones, which matters on a 2-core CPU.
+head_dim >= 32 keeps vLLM happy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import string
+from pathlib import Path
+
+from genrm_rl.config import option
+
+SPECIAL_TOKENS = {"pad": "<pad>", "unk": "<unk>", "bos": "<bos>", "eos": "<eos>"}
+# Printable ASCII minus the rare vertical whitespace characters.
+CHARSET = [c for c in string.printable if c not in "\x0b\x0c\r"]
+# Each whitespace and punctuation character is its own piece; words keep their apostrophes.
+PRE_TOKENIZE = r"\s|[^\w']"
+
+
+def template_words() -> list[str]:
+    """Words that the prompts, solutions and oracle rationales of the built-in tasks use."""
+    import random
+
+    from genrm_rl.prompts import COT_CUE, RELEASED_HEADER, VERDICT_CUE
+    from genrm_rl.tasks import TASKS, word_list
+
+    texts = [RELEASED_HEADER, VERDICT_CUE, COT_CUE, "Q: A: Let's think step by step. Yes No"]
+    rng = random.Random(0)
+    for _name, cls in TASKS.items():
+        task = cls()
+        if not task.lengths:
+            continue
+        problem = task.make_problems("train", 1)[0]
+        bad, _ = task.corrupt(problem, rng)
+        texts += [problem.question, task.solve(problem), task.rationale(problem, bad).text]
+        texts += [task.rationale(problem, task.solve(problem)).text]
+    found = {w for t in texts for w in re.findall(r"[\w']+", t) if len(w) > 1 and not w.isdigit()}
+    return sorted(found | set(word_list()))
+
+
+def build_tiny_tokenizer():
+    """A `PreTrainedTokenizerFast`: whole-word tokens where the vocabulary has them, else characters."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = list(SPECIAL_TOKENS.values())
+    words = [w for w in template_words() if w not in CHARSET]
+    # Unigram picks the most probable segmentation: one word piece (-1) beats several chars (-10 each).
+    vocab = [(t, 0.0) for t in specials] + [(c, -10.0) for c in CHARSET] + [(w, -1.0) for w in words]
+    core = Tokenizer(models.Unigram(vocab, unk_id=specials.index(SPECIAL_TOKENS["unk"]), byte_fallback=False))
+    core.pre_tokenizer = pre_tokenizers.Split(pattern=Regex(PRE_TOKENIZE), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token=SPECIAL_TOKENS["pad"],
+        unk_token=SPECIAL_TOKENS["unk"],
+        bos_token=SPECIAL_TOKENS["bos"],
+        eos_token=SPECIAL_TOKENS["eos"],
+        model_max_length=4096,
+    )
+
+
+@dataclasses.dataclass
+class TinyModelSpec:
+    """Shape of a tiny random causal LM (Llama or Qwen2 architecture)."""
+
+    arch: str = option("llama", help="llama or qwen2")
+    hidden_size: int = option(128, help="model width")
+    num_layers: int = option(4, help="transformer blocks")
+    num_heads: int = option(4, help="attention heads; hidden_size/num_heads is head_dim (>= 32 for vLLM)")
+    intermediate_size: int = option(384, help="MLP width")
+    max_position_embeddings: int = option(1024, help="longest sequence in characters")
+    seed: int = option(0, help="seed for the random init")
+
+    def __post_init__(self):
+        if self.arch not in ("llama", "qwen2"):
+            raise ValueError(f"tiny model arch must be 'llama' or 'qwen2', got {self.arch!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.hidden_size // self.num_heads < 32:
+            raise ValueError(
+                f"head_dim = {self.hidden_size // self.num_heads} < 32; vLLM rejects it (raise hidden_size or lower num_heads)"
+            )
+
+
+def make_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None) -> Path:
+    """Write a tokenizer + random causal LM to `out_dir` (a normal HF model directory)."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    spec = spec or TinyModelSpec()
+    out = Path(out_dir)
+    tok = build_tiny_tokenizer()
+    common = dict(
+        vocab_size=len(tok),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    config = LlamaConfig(head_dim=spec.hidden_size // spec.num_heads, **common) if spec.arch == "llama" \
+        else Qwen2Config(**common)
+    torch.manual_seed(spec.seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out

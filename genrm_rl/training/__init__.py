@@ -1,0 +1,1 @@
+"""Training: SFT data, the GenRM-CoT joint loss and baselines, DeepSpeed workers under Ray Train."""

@@ -1,0 +1,196 @@
+"""SFT data for every objective, built deterministically from a config (so a resumed job rebuilds
+exactly the data it was trained on).
+
+- verification (GenRM-CoT): prompt = question + solution + "Let's verify step by step." cue,
+  completion = an oracle (or released) rationale ending in the verdict;
+- verification (direct GenRM): prompt ends with the verdict cue, completion " Yes"/" No";
+- generation: prompt = question, completion = a correct solution + EOS (the λ term);
+- ORM: text = question + solution, label = correct.
+Candidates for verification come from the task's planted-error generator (balanced), from
+sampled candidates in a JSONL file, and/or from the released genrm-critiques files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Literal
+
+from genrm_rl.config import option
+
+
+@dataclasses.dataclass
+class TrainDataConfig:
+    task: str = option("last_letter", help="algorithmic task for oracle data ('' to use only files)")
+    num_problems: int = option(2000, help="problems generated for the task")
+    split: str = option("train", help="task split the problems come from (train = 2-4 words)")
+    seed: int = option(0, help="problem generation seed")
+    negatives_per_problem: int = option(1, help="planted-error candidates per problem (one correct each)")
+    candidates_files: list[str] = option([], help="extra candidates JSONL files (e.g. generator samples)")
+    released_files: list[str] = option([], help="genrm-critiques .zip / data_collection .jsonl.gz files")
+    released_limit: int = option(0, help="use at most this many released examples (0 = all)")
+    prompt_format: Literal["released", "compact"] = option("compact", help="prompt layout (see genrm_rl.prompts)")
+    max_length: int = option(1024, help="drop examples longer than this many tokens (counted in the log)")
+    exclude_problems: list[str] = option([], help="problems JSONL files whose questions must not be trained on")
+    val_fraction: float = option(0.05, help="fraction held out for validation loss")
+
+    def __post_init__(self):
+        if self.num_problems < 0 or self.negatives_per_problem < 0:
+            raise ValueError("num_problems and negatives_per_problem must be >= 0")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not self.task and not self.candidates_files and not self.released_files:
+            raise ValueError("training data is empty: set data.task, data.candidates_files or data.released_files")
+
+
+@dataclasses.dataclass
+class Example:
+    """One training example. SFT: prompt/completion/kind. ORM: prompt is the text, label is set."""
+
+    prompt: str
+    completion: str = ""
+    kind: Literal["verify", "generate", "orm"] = "verify"
+    label: float | None = None
+
+
+@dataclasses.dataclass
+class DataStats:
+    verify: int = 0
+    generate: int = 0
+    orm_pos: int = 0
+    orm_neg: int = 0
+    rationale_disagrees: int = 0
+    released_dropped: int = 0
+    excluded: int = 0
+    too_long: int = 0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _labelled_candidates(cfg: TrainDataConfig) -> tuple[list[tuple[str, str, bool, str | None]], DataStats]:
+    """(question, solution, correct, rationale-or-None) from every configured source."""
+    from genrm_rl.records import Candidate, read_records
+    from genrm_rl.tasks import Problem, get_task
+
+    stats = DataStats()
+    out: list[tuple[str, str, bool, str | None]] = []
+    task = get_task(cfg.task) if cfg.task else None
+    rng = random.Random(f"train-data/{cfg.seed}")
+    held_out = {p.question for path in cfg.exclude_problems for p in read_records(path, Problem)}
+    if task is not None and cfg.num_problems:
+        for problem in task.make_problems(cfg.split, cfg.num_problems, cfg.seed):
+            if problem.question in held_out:  # evaluation problems never leak into training
+                stats.excluded += 1
+                continue
+            good = task.solve(problem)
+            out.append((problem.question, good, True, task.rationale(problem, good).text))
+            for _ in range(cfg.negatives_per_problem):
+                bad, _step = task.corrupt(problem, rng)
+                out.append((problem.question, bad, False, task.rationale(problem, bad).text))
+    for path in cfg.candidates_files:
+        if task is None:
+            raise ValueError("data.candidates_files needs data.task to write oracle rationales")
+        for cand in read_records(path, Candidate):
+            problem = Problem(cand.problem_id, task.name, cand.question, task.target(task.items(cand.question)))
+            correct = task.is_correct(problem, cand.solution)
+            rationale = task.rationale(problem, cand.solution)
+            text = rationale.text
+            if rationale.verdict != correct:  # e.g. a wrong word with the right last letter
+                # The paper's filter: such a rationale is not trained on (GenRM-CoT skips the
+                # candidate), but its label still teaches direct GenRM and the ORM.
+                stats.rationale_disagrees += 1
+                text = None
+            out.append((cand.question, cand.solution, correct, text))
+    if cfg.released_files:
+        from genrm_rl.critiques import load_rationales, load_released
+
+        released = []
+        for path in cfg.released_files:
+            if str(path).endswith(".jsonl.gz"):
+                examples, fstats = load_rationales(path)
+                stats.released_dropped += fstats.total - fstats.kept
+            else:
+                examples = load_released(path)
+            released += [(e.question, e.solution, e.correct, e.rationale) for e in examples]
+        if cfg.released_limit:
+            rng.shuffle(released)
+            released = released[: cfg.released_limit]
+        out += released
+    return out, stats
+
+
+def build_examples(objective: str, cfg: TrainDataConfig, gen_weight: float, gen_weight_mode: str,
+                   eos_token: str) -> tuple[list[Example], DataStats]:
+    """All examples for `objective` (genrm_cot, genrm_direct, orm, generator)."""
+    from genrm_rl.prompts import NO, YES, get_prompt_format
+    from genrm_rl.verifier import orm_input
+
+    fmt = get_prompt_format(cfg.prompt_format)
+    candidates, stats = _labelled_candidates(cfg)
+    rng = random.Random(f"mix/{cfg.seed}")
+    examples: list[Example] = []
+    if objective == "orm":
+        for q, s, correct, _ in candidates:
+            examples.append(Example(orm_input(fmt, q, s), kind="orm", label=float(correct)))
+            stats.orm_pos += int(correct)
+            stats.orm_neg += int(not correct)
+        return examples, stats
+    generation = [Example(fmt.generation(q), s + eos_token, "generate") for q, s, correct, _ in candidates if correct]
+    if objective == "generator":
+        stats.generate = len(generation)
+        return generation, stats
+    for q, s, correct, rationale in candidates:
+        if objective == "genrm_cot":
+            if rationale is None:  # no usable rationale (direct-only released pairs, filtered ones)
+                continue
+            examples.append(Example(fmt.cot(q, s), rationale + eos_token, "verify"))
+        else:
+            examples.append(Example(fmt.direct(q, s), (YES if correct else NO) + eos_token, "verify"))
+    stats.verify = len(examples)
+    if gen_weight > 0:
+        if gen_weight_mode == "mix":  # λ as the ratio of generation to verification examples
+            want = round(gen_weight * len(examples))
+            pool = generation * (want // max(len(generation), 1) + 1) if generation else []
+            rng.shuffle(pool)
+            generation = pool[:want]
+        examples += generation
+        stats.generate = len(generation)
+    return examples, stats
+
+
+@dataclasses.dataclass
+class Tokenized:
+    input_ids: list[int]
+    labels: list[int]
+    """-100 on prompt tokens (loss on completion tokens only); for ORM a single float label."""
+    kind: int
+    """0 verify, 1 generate, 2 orm"""
+
+
+KINDS = {"verify": 0, "generate": 1, "orm": 2}
+
+
+def tokenize_examples(examples: list[Example], tokenizer, max_length: int) -> tuple[list[Tokenized], int]:
+    """Prompt and completion are tokenized separately (as at inference); too-long ones are dropped."""
+    out, too_long = [], 0
+    prompts = tokenizer([e.prompt for e in examples], add_special_tokens=False).input_ids
+    completions = tokenizer([e.completion for e in examples], add_special_tokens=False).input_ids
+    for e, p, c in zip(examples, prompts, completions, strict=True):
+        if len(p) + len(c) > max_length:
+            too_long += 1
+            continue
+        if e.kind == "orm":
+            out.append(Tokenized(list(p), [int(e.label)], KINDS["orm"]))
+        else:
+            out.append(Tokenized(list(p) + list(c), [-100] * len(p) + list(c), KINDS[e.kind]))
+    return out, too_long
+
+
+def split_val(items: list, fraction: float, seed: int) -> tuple[list, list]:
+    order = list(range(len(items)))
+    random.Random(f"val/{seed}").shuffle(order)
+    n_val = int(len(items) * fraction)
+    val = [items[i] for i in order[:n_val]]
+    train = [items[i] for i in order[n_val:]]
+    return train, val

@@ -1,0 +1,381 @@
+"""The router: one async Ray actor in front of the verifier replicas.
+
+Why a router of our own rather than only Ray Serve's replica routing: GenRM-CoT is expensive and
+batching matters (one prefill per prompt, K rationales decoded together), identical
+(question, solution) pairs are common in RL (the same completion sampled twice, retries), and a
+replica that dies mid-batch must not lose or double-answer a request. So the router
+- queues items and forms batches per (mode, k) of up to `max_batch_size`, waiting at most
+  `max_wait_ms` for a batch to fill, and only when a replica has a free slot (so batches grow
+  under load instead of piling up at a busy replica);
+- de-duplicates identical items across concurrent requests (one computation, many waiters) and
+  caches results (LRU, keyed by model revision, mode, K, sampling settings and the text);
+- sends each batch to the least-loaded live replica; if that replica dies, marks it dead, starts
+  a replacement and re-dispatches the same batch elsewhere; each item's future is resolved once;
+- answers a request that is not done within its timeout with a clear error.
+Requests return `{"results": [...]}` or `{"error": msg, "status": http_code}`: errors travel
+across the Ray boundary as data, so every client sees the same message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+log = logging.getLogger("genrm_rl.reward")
+
+
+@dataclasses.dataclass
+class _Pending:
+    key: str
+    item: tuple[str, str]
+    mode: str
+    k: int
+    future: asyncio.Future
+
+
+@dataclasses.dataclass
+class _Slot:
+    index: int
+    handle: object
+    alive: bool = False
+    inflight: int = 0
+    generation: int = 0
+
+
+class ServiceError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def model_revision(model: str) -> str:
+    """Identify the weights for the cache key: a hash of config and weight-file sizes/mtimes."""
+    path = Path(model)
+    if not path.is_dir():
+        return model
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.is_file() and (f.suffix in (".json", ".safetensors", ".bin")):
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def validate_items(items, max_items: int, max_chars: int) -> list[tuple[str, str]]:
+    """Check a list of (question, solution) pairs; ServiceError(4xx) names the first bad one."""
+    if not isinstance(items, (list, tuple)):
+        raise ServiceError(422, f"'items' must be a list, got {type(items).__name__}")
+    if not items:
+        raise ServiceError(422, "'items' is empty")
+    if len(items) > max_items:
+        raise ServiceError(413, f"{len(items)} items > max_items={max_items}; split the request")
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict):
+            missing = [f for f in ("question", "solution") if f not in item]
+            if missing:
+                raise ServiceError(422, f"items[{i}]: missing field(s) {missing}")
+            q, s = item["question"], item["solution"]
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            q, s = item
+        else:
+            raise ServiceError(422, f"items[{i}]: expected {{'question', 'solution'}}, got {type(item).__name__}")
+        for name, value in (("question", q), ("solution", s)):
+            if not isinstance(value, str):
+                raise ServiceError(422, f"items[{i}].{name}: expected a string, got {type(value).__name__}")
+            if not value.strip():
+                raise ServiceError(422, f"items[{i}].{name}: empty string")
+        if len(q) + len(s) > max_chars:
+            raise ServiceError(413, f"items[{i}]: {len(q) + len(s)} characters > max_text_chars={max_chars}")
+        out.append((q, s))
+    return out
+
+
+class _Metrics:
+    def __init__(self):
+        self.counters = collections.Counter()
+        self.latency = collections.deque(maxlen=10_000)
+        self.batch_sizes = collections.deque(maxlen=10_000)
+
+    def snapshot(self) -> dict:
+        lat = sorted(self.latency)
+
+        def pct(p):
+            return None if not lat else lat[min(len(lat) - 1, int(p * len(lat)))]
+
+        sizes = list(self.batch_sizes)
+        return {
+            **self.counters,
+            "latency_p50_s": pct(0.5), "latency_p99_s": pct(0.99),
+            "batch_size_mean": sum(sizes) / len(sizes) if sizes else None,
+            "batch_size_max": max(sizes) if sizes else None,
+        }
+
+
+class RewardRouter:
+    """Created by `reward.service.start_service` as a named async actor."""
+
+    def __init__(self, serve_cfg: dict):
+        from genrm_rl.config import from_dict
+        from reward.config import ServeConfig
+
+        self.cfg = from_dict(ServeConfig, serve_cfg)
+        self.vcfg = self.cfg.verifier
+        self.revision = model_revision(self.vcfg.model)
+        self.slots: list[_Slot] = []
+        self.pending: collections.deque[_Pending] = collections.deque()
+        self.inflight: dict[str, asyncio.Future] = {}
+        self.cache: collections.OrderedDict[str, dict] = collections.OrderedDict()
+        self.metrics = _Metrics()
+        self._work: asyncio.Event | None = None
+        self._slot_free: asyncio.Event | None = None
+        self._loop_task = None
+
+    # ---- replicas -----------------------------------------------------------------------------
+    def _new_replica(self):
+        import ray
+
+        from genrm_rl.config import to_dict
+        from reward.replica import VerifierReplica
+
+        threads = max(1, int(self.cfg.replica_cpus)) if self.cfg.replica_gpus == 0 else 0
+        return ray.remote(VerifierReplica).options(
+            num_cpus=self.cfg.replica_cpus, num_gpus=self.cfg.replica_gpus, max_restarts=0,
+        ).remote(to_dict(self.vcfg), threads)
+
+    async def start(self) -> dict:
+        """Create the replicas and wait until every one has loaded its model."""
+        if self._loop_task is not None:
+            return self.health()
+        self._work, self._slot_free = asyncio.Event(), asyncio.Event()
+        self.slots = [_Slot(i, self._new_replica()) for i in range(self.cfg.num_replicas)]
+        await asyncio.gather(*(slot.handle.info.remote() for slot in self.slots))
+        for slot in self.slots:
+            slot.alive = True
+        self._start_loop()
+        return self.health()
+
+    def _start_loop(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop())
+        self._loop_task.add_done_callback(self._loop_stopped)
+
+    def _loop_stopped(self, task: asyncio.Task) -> None:
+        """The batching loop must never die silently: log the error and start it again."""
+        if task.cancelled():
+            return
+        log.error("reward router batching loop crashed (%r); restarting it", task.exception())
+        self.metrics.counters["loop_restarts"] += 1
+        self._start_loop()
+
+    def _mark_dead(self, slot: _Slot, generation: int, err: Exception) -> None:
+        if slot.generation != generation or not slot.alive:
+            return  # already replaced
+        slot.alive = False
+        self.metrics.counters["replica_deaths"] += 1
+        log.warning("replica %d died (%s); starting a replacement", slot.index, type(err).__name__)
+        asyncio.get_running_loop().create_task(self._replace(slot))
+
+    async def _replace(self, slot: _Slot) -> None:
+        delay = 1.0
+        while True:
+            handle = self._new_replica()
+            try:
+                await handle.info.remote()
+            except Exception as err:  # noqa: BLE001 - keep trying; requests time out meanwhile
+                log.error("replacement for replica %d failed to start: %s", slot.index, err)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+                continue
+            slot.handle, slot.inflight, slot.alive = handle, 0, True
+            slot.generation += 1
+            self.metrics.counters["replica_restarts"] += 1
+            self._slot_free.set()
+            return
+
+    async def _acquire(self) -> _Slot:
+        while True:
+            free = [s for s in self.slots if s.alive and s.inflight < self.cfg.max_inflight_per_replica]
+            if free:
+                slot = min(free, key=lambda s: s.inflight)
+                slot.inflight += 1
+                return slot
+            self._slot_free.clear()
+            await self._slot_free.wait()
+
+    def _release(self, slot: _Slot, generation: int) -> None:
+        if slot.generation == generation and slot.inflight > 0:
+            slot.inflight -= 1
+        self._slot_free.set()
+
+    # ---- batching -----------------------------------------------------------------------------
+    async def _next_batch(self) -> list[_Pending]:
+        loop = asyncio.get_running_loop()
+        while not self.pending:
+            self._work.clear()
+            await self._work.wait()
+        head = self.pending[0]
+        deadline = loop.time() + self.cfg.max_wait_ms / 1000
+
+        def compatible() -> int:
+            return sum(1 for p in self.pending if p.mode == head.mode and p.k == head.k)
+
+        while compatible() < self.cfg.max_batch_size and (remaining := deadline - loop.time()) > 0:
+            self._work.clear()
+            try:
+                await asyncio.wait_for(self._work.wait(), remaining)
+            except TimeoutError:
+                break
+        batch, rest = [], []
+        while self.pending and len(batch) < self.cfg.max_batch_size:
+            p = self.pending.popleft()
+            (batch if (p.mode, p.k) == (head.mode, head.k) else rest).append(p)
+        self.pending.extendleft(reversed(rest))
+        return batch
+
+    async def _batch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            slot = await self._acquire()
+            try:
+                batch = await self._next_batch()
+            except BaseException:
+                self._release(slot, slot.generation)
+                raise
+            loop.create_task(self._dispatch(slot, batch))
+
+    async def _dispatch(self, slot: _Slot, batch: list[_Pending]) -> None:
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+
+        items = [p.item for p in batch]
+        mode, k = batch[0].mode, batch[0].k
+        attempts = 0
+        while True:
+            generation = slot.generation
+            t0 = time.monotonic()
+            try:
+                results = await slot.handle.score.remote(items, mode, k)
+            except (RayActorError, ActorDiedError, ActorUnavailableError) as err:
+                self._release(slot, generation)
+                self._mark_dead(slot, generation, err)
+                attempts += 1
+                if attempts > self.cfg.max_retries:
+                    self._fail(batch, ServiceError(503, f"verifier replicas died {attempts} times on this batch"))
+                    return
+                self.metrics.counters["retried_batches"] += 1
+                slot = await self._acquire()
+                continue
+            except RayTaskError as err:  # the verifier raised (e.g. input too long for the model)
+                self._release(slot, generation)
+                self.metrics.counters["failed_batches"] += 1
+                cause = err.cause if getattr(err, "cause", None) is not None else err
+                status = 422 if isinstance(cause, ValueError) else 503
+                self._fail(batch, ServiceError(status, f"verifier error: {cause}"))
+                return
+            self._release(slot, generation)
+            self.metrics.counters["batches"] += 1
+            self.metrics.batch_sizes.append(len(batch))
+            self.metrics.counters["replica_seconds_x1000"] += int((time.monotonic() - t0) * 1000)
+            for p, r in zip(batch, results, strict=True):
+                self._resolve(p, r)
+            return
+
+    def _resolve(self, p: _Pending, result: dict) -> None:
+        if self.cfg.cache_size:
+            self.cache[p.key] = result
+            while len(self.cache) > self.cfg.cache_size:
+                self.cache.popitem(last=False)
+        self.inflight.pop(p.key, None)
+        if not p.future.done():
+            p.future.set_result(result)
+
+    def _fail(self, batch: list[_Pending], err: Exception) -> None:
+        for p in batch:
+            self.inflight.pop(p.key, None)
+            if not p.future.done():
+                p.future.set_exception(err)
+
+    # ---- requests -----------------------------------------------------------------------------
+    def _key(self, mode: str, k: int, question: str, solution: str) -> str:
+        v = self.vcfg
+        raw = json.dumps([self.revision, mode, k, v.temperature, v.top_p, v.max_new_tokens, v.seed, v.prompt_format,
+                          question, solution])
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    def _resolve_mode(self, mode: str | None, k: int | None) -> tuple[str, int]:
+        mode = mode or self.vcfg.mode
+        if mode not in ("direct", "cot", "orm"):
+            raise ServiceError(422, f"'mode' must be 'direct', 'cot' or 'orm', got {mode!r}")
+        if (mode == "orm") != (self.vcfg.mode == "orm"):
+            raise ServiceError(422, f"this service hosts a {self.vcfg.mode!r} verifier; mode {mode!r} is not available")
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 256):
+            raise ServiceError(422, f"'k' must be an integer in 1..256, got {k!r}")
+        return mode, (k or self.vcfg.k) if mode == "cot" else 1
+
+    async def score(self, items, mode: str | None = None, k: int | None = None,
+                    timeout: float | None = None) -> dict:
+        """Score (question, solution) pairs: {"results": [dict]} or {"error", "status"}."""
+        t0 = time.monotonic()
+        self.metrics.counters["requests"] += 1
+        try:
+            if self._loop_task is None:
+                await self.start()
+            pairs = validate_items(items, self.cfg.max_items, self.cfg.max_text_chars)
+            mode, k = self._resolve_mode(mode, k)
+            futures = []
+            loop = asyncio.get_running_loop()
+            for q, s in pairs:
+                key = self._key(mode, k, q, s)
+                if key in self.cache:
+                    self.cache.move_to_end(key)
+                    fut = loop.create_future()
+                    fut.set_result(self.cache[key])
+                    self.metrics.counters["cache_hits"] += 1
+                elif key in self.inflight:
+                    fut = self.inflight[key]
+                    self.metrics.counters["dedup_hits"] += 1
+                else:
+                    fut = loop.create_future()
+                    self.inflight[key] = fut
+                    self.pending.append(_Pending(key, (q, s), mode, k, fut))
+                futures.append(fut)
+            self.metrics.counters["items"] += len(pairs)
+            self._work.set()
+            limit = timeout or self.cfg.request_timeout_s
+            try:
+                results = await asyncio.wait_for(asyncio.gather(*(asyncio.shield(f) for f in futures)), limit)
+            except TimeoutError:
+                raise ServiceError(504, f"reward request of {len(pairs)} item(s) not answered within {limit:.1f}s "
+                                        f"(queued items: {len(self.pending)}, live replicas: "
+                                        f"{sum(s.alive for s in self.slots)}/{len(self.slots)})") from None
+            self.metrics.latency.append(time.monotonic() - t0)
+            return {"results": [dict(r) for r in results]}
+        except ServiceError as err:
+            self.metrics.counters[f"errors_{err.status}"] += 1
+            return {"error": str(err), "status": err.status}
+
+    # ---- introspection ------------------------------------------------------------------------
+    def health(self) -> dict:
+        alive = sum(s.alive for s in self.slots)
+        return {"status": "ok" if alive else "degraded", "replicas_alive": alive, "replicas": len(self.slots),
+                "queued": len(self.pending), "mode": self.vcfg.mode, "k": self.vcfg.k, "model": self.vcfg.model,
+                "revision": self.revision, "pid": os.getpid()}
+
+    def get_metrics(self) -> dict:
+        return {**self.metrics.snapshot(), **self.health(), "cache_entries": len(self.cache)}
+
+    def replica_handles(self) -> list:
+        return [s.handle for s in self.slots if s.alive]
+
+    async def shutdown(self) -> None:
+        import ray
+
+        for s in self.slots:
+            ray.kill(s.handle, no_restart=True)
+        self.slots = []

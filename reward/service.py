@@ -1,0 +1,68 @@
+"""Start and stop the reward service (router + replicas, optional HTTP), in-process or as a job."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from genrm_rl.config import to_dict
+from reward.config import ServeConfig
+
+log = logging.getLogger("genrm_rl.reward")
+
+
+@dataclasses.dataclass
+class RewardService:
+    cfg: ServeConfig
+    router: object
+    url: str | None
+
+    def client(self):
+        """An in-process client (Ray handle) for this service."""
+        from reward.client import RayRewardClient
+
+        return RayRewardClient(self.router)
+
+    def shutdown(self) -> None:
+        import ray
+
+        if self.url:
+            from ray import serve
+
+            serve.delete("genrm_reward")
+        ray.get(self.router.shutdown.remote())
+        ray.kill(self.router, no_restart=True)
+
+
+def start_service(cfg: ServeConfig) -> RewardService:
+    """Create the router actor (named, so other processes on the cluster find it), start and load
+    every replica, then the HTTP front if `cfg.http`."""
+    import ray
+
+    from genrm_rl.ray_utils import ensure_ray
+    from reward.router import RewardRouter
+
+    ensure_ray(cfg.ray_address, namespace=cfg.namespace)
+    router = ray.remote(RewardRouter).options(
+        name=cfg.router_name, namespace=cfg.namespace, num_cpus=0, max_concurrency=100_000, get_if_exists=False,
+    ).remote(to_dict(cfg))
+    health = ray.get(router.start.remote())
+    log.info("reward router ready: %s", health)
+    url = None
+    if cfg.http:
+        from reward.http import start_http
+
+        url = start_http(cfg)
+        log.info("reward service listening on %s", url)
+    return RewardService(cfg, router, url)
+
+
+def connect(router_name: str = "genrm_reward_router", namespace: str = "genrm_rl", address: str = ""):
+    """A client for a router already running on the cluster (e.g. started by `genrm-rl serve`)."""
+    import ray
+
+    from genrm_rl.ray_utils import ensure_ray
+    from reward.client import RayRewardClient
+
+    ensure_ray(address, namespace=namespace)
+    return RayRewardClient(ray.get_actor(router_name, namespace=namespace))

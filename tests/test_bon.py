@@ -1,0 +1,108 @@
+"""Best-of-N estimators against brute-force enumeration of every subset (ties included)."""
+
+import itertools
+import json
+import random
+
+import pytest
+
+from genrm_rl import bon
+from genrm_rl.evaluation import EvalConfig, run_eval
+from genrm_rl.records import Candidate, RecordError, Score, write_records
+
+
+def brute_force(scores, correct, answers, n):
+    totals = [0.0, 0.0, 0.0, 0.0]
+    subsets = list(itertools.combinations(range(len(scores)), n))
+    for sub in subsets:
+        best = max(scores[i] for i in sub)
+        top = [i for i in sub if scores[i] == best]
+        totals[0] += sum(correct[i] for i in top) / len(top)
+        ok = {answers[i]: correct[i] and answers[i] is not None for i in sub}
+        for slot, weights in ((1, {i: 1.0 for i in sub}), (2, {i: scores[i] for i in sub})):
+            votes = {}
+            for i in sub:
+                votes[answers[i]] = votes.get(answers[i], 0.0) + weights[i]
+            top_votes = max(votes.values())
+            winners = [a for a, v in votes.items() if abs(v - top_votes) < 1e-12]
+            totals[slot] += sum(ok[a] for a in winners) / len(winners)
+        totals[3] += any(correct[i] for i in sub)
+    return [t / len(subsets) for t in totals]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_estimators_match_enumeration(seed):
+    rng = random.Random(seed)
+    for _ in range(40):
+        m = rng.randint(1, 9)
+        n = rng.randint(1, m)
+        answers = [rng.choice(["a", "b", "c", None]) for _ in range(m)]
+        correct = [a == "a" for a in answers]
+        scores = [rng.choice([0.1, 0.5, 0.5, 0.9, rng.random()]) for _ in range(m)]  # many ties
+        want = brute_force(scores, correct, answers, n)
+        got = [bon.best_of_n(scores, correct, n), bon.self_consistency(answers, correct, n),
+               bon.weighted_self_consistency(answers, scores, correct, n), bon.pass_at_n(correct, n)]
+        assert got == pytest.approx(want, abs=1e-9)
+
+
+def test_edge_cases():
+    assert bon.best_of_n([0.5, 0.5], [True, False], 2) == 0.5
+    assert bon.best_of_n([0.9, 0.1], [True, False], 1) == 0.5
+    assert bon.best_of_n([0.9, 0.1], [True, False], 2) == 1.0
+    assert bon.pass_at_n([False, False, True], 2) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="N=3"):
+        bon.best_of_n([0.1, 0.2], [True, False], 3)
+    assert bon.auroc([0.9, 0.5, 0.5, 0.1], [1, 1, 0, 0]) == 0.875
+    assert bon.auroc([0.5], [1]) is None
+
+
+def test_monte_carlo_path_is_close_to_exact():
+    rng = random.Random(0)
+    answers = [rng.choice("abcd") for _ in range(12)]
+    correct = [a == "a" for a in answers]
+    scores = [rng.random() for _ in range(12)]
+    exact = bon.weighted_self_consistency(answers, scores, correct, 6)
+    approx = bon.weighted_self_consistency(answers, scores, correct, 6, max_subsets=10, samples=20000)
+    assert abs(exact - approx) < 0.02
+
+
+def _write_eval_inputs(tmp_path, n_cands=4, problems=3):
+    cands, good, bad = [], [], []
+    for p in range(problems):
+        for j in range(n_cands):
+            ok = j == 0
+            cands.append(Candidate(f"p{p}", j, "q", f"s{j}", "x" if ok else f"y{j % 2}", ok))
+            good.append(Score(f"p{p}", j, 0.9 if ok else 0.1))
+            bad.append(Score(f"p{p}", j, 0.1 if ok else 0.9))
+    write_records(tmp_path / "c.jsonl", cands)
+    write_records(tmp_path / "good.jsonl", good)
+    write_records(tmp_path / "bad.jsonl", bad)
+
+
+def test_eval_report_table_and_plot(tmp_path):
+    _write_eval_inputs(tmp_path)
+    cfg = EvalConfig(candidates=str(tmp_path / "c.jsonl"), n_max=4, out=str(tmp_path / "r.json"),
+                     scores={"good": str(tmp_path / "good.jsonl"), "bad": str(tmp_path / "bad.jsonl")})
+    report = run_eval(cfg)
+    assert report["n"] == [1, 2, 4]
+    assert report["methods"]["good"]["best_of_n"] == pytest.approx([25.0, 50.0, 100.0])
+    assert report["methods"]["bad"]["best_of_n"][-1] == 0.0
+    assert report["methods"]["good"]["auroc"] == 1.0 and report["methods"]["bad"]["auroc"] == 0.0
+    assert report["baselines"]["pass_at_n"][-1] == 100.0
+    assert json.loads((tmp_path / "r.json").read_text())["n"] == [1, 2, 4]
+    assert (tmp_path / "r.png").stat().st_size > 5000 and "| good (Best-of-N)" in (tmp_path / "r.md").read_text()
+
+
+def test_eval_rejects_bad_inputs(tmp_path):
+    _write_eval_inputs(tmp_path)
+    with pytest.raises(RecordError, match=r"fewer than n_max=8 candidates: \['p0', 'p1', 'p2'\]"):
+        run_eval(EvalConfig(candidates=str(tmp_path / "c.jsonl"), n_max=8, out=str(tmp_path / "r.json")))
+    lines = (tmp_path / "good.jsonl").read_text().splitlines()
+    (tmp_path / "missing.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(RecordError, match=r"no score for 1 candidate\(s\), e.g. \[\('p2', 3\)\]"):
+        run_eval(EvalConfig(candidates=str(tmp_path / "c.jsonl"), n_max=4, out=str(tmp_path / "r.json"),
+                            scores={"m": str(tmp_path / "missing.jsonl")}))
+    (tmp_path / "dup.jsonl").write_text("\n".join(lines + lines[:1]) + "\n")
+    with pytest.raises(RecordError, match="duplicate score ids"):
+        run_eval(EvalConfig(candidates=str(tmp_path / "c.jsonl"), n_max=4, out=str(tmp_path / "r.json"),
+                            scores={"m": str(tmp_path / "dup.jsonl")}))

@@ -1,0 +1,119 @@
+import dataclasses
+import subprocess
+import sys
+from typing import Literal
+
+import pytest
+
+from genrm_rl.config import from_dict, load_config, option, parse_cli
+
+
+@dataclasses.dataclass
+class Inner:
+    lr: float = option(1e-3, help="learning rate")
+    steps: int = option(10, help="steps")
+
+
+@dataclasses.dataclass
+class Outer:
+    name: str = option("x", help="name")
+    mode: Literal["a", "b"] = option("a", help="mode")
+    inner: Inner = option(Inner, help="nested")
+    files: list[str] = option([], help="files")
+    scores: dict[str, str] = option({}, help="name=path")
+    flag: bool = option(False, help="flag")
+    maybe: int | None = option(None, help="optional")
+
+    def __post_init__(self):
+        if self.inner.steps < 0:
+            raise ValueError("inner.steps must be >= 0")
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: run1\ninner:\n  lr: 1e-4\nfiles: [a, b]\n")
+    cfg = load_config(Outer, path, ["inner.steps=5", "flag=true", "maybe=none", "scores.cot=a.jsonl"])
+    assert cfg.name == "run1" and cfg.inner.lr == 1e-4 and cfg.inner.steps == 5
+    assert cfg.files == ["a", "b"] and cfg.flag is True and cfg.maybe is None
+    assert cfg.scores == {"cot": "a.jsonl"}
+
+
+def test_misspelt_key_names_the_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("inner:\n  lrr: 0.1\n")
+    with pytest.raises(ValueError, match=r"unknown config key 'inner.lrr' \(did you mean 'inner.lr'\?\)"):
+        load_config(Outer, path)
+    with pytest.raises(ValueError, match="unknown config key 'nmae'"):
+        from_dict(Outer, {"nmae": "x"})
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ValueError, match=r"config key 'inner.steps': expected int, got 'many'"):
+        from_dict(Outer, {"inner": {"steps": "many"}})
+    with pytest.raises(ValueError, match="config key 'mode'"):
+        from_dict(Outer, {"mode": "c"})
+    with pytest.raises(ValueError, match="config key 'flag'"):
+        from_dict(Outer, {"flag": "maybe"})
+    with pytest.raises(ValueError, match="config key 'inner.steps'"):
+        from_dict(Outer, {"inner": {"steps": True}})  # a bool is not an int
+
+
+def test_post_init_validation_and_cli(capsys):
+    with pytest.raises(ValueError, match="inner.steps must be >= 0"):
+        from_dict(Outer, {"inner": {"steps": -1}})
+    cfg = parse_cli(Outer, ["--inner.lr", "0.5", "--scores", "a=x.jsonl", "--scores", "b=y.jsonl", "name=z"], "prog")
+    assert cfg.inner.lr == 0.5 and cfg.scores == {"a": "x.jsonl", "b": "y.jsonl"} and cfg.name == "z"
+    with pytest.raises(SystemExit):
+        parse_cli(Outer, ["--inner.stepz", "3"], "prog")
+    assert "did you mean '--inner.steps'" in capsys.readouterr().err
+
+
+def test_real_job_config_rejects_bad_yaml(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("objective: genrm_cot\nmodel: m\nmicro_batch_sise: 4\n")
+    from genrm_rl.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="micro_batch_sise.*did you mean 'micro_batch_size'"):
+        load_config(TrainConfig, path)
+
+
+def test_import_is_light():
+    code = "import sys, genrm_rl, genrm_rl.config; bad = {'ray','deepspeed','trl','transformers','torch'} & set(sys.modules); print(sorted(bad))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_cli_help_lists_jobs_and_each_job_has_help():
+    out = subprocess.run([sys.executable, "-m", "genrm_rl.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    for job in ("data", "train", "serve", "score", "rl", "eval", "bench", "reproduce"):
+        assert job in out
+    out = subprocess.run([sys.executable, "-m", "jobs.train_genrm", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--gen_weight" in out and "λ" in out
+
+
+@pytest.mark.parametrize(("name", "cls_path", "extra"), [
+    ("quickstart.yaml", "genrm_rl.pipeline:ReproduceConfig", []),
+    ("word_sort.yaml", "genrm_rl.pipeline:ReproduceConfig", []),
+    ("gpu_preset.yaml", "genrm_rl.pipeline:ReproduceConfig", []),
+    ("train_genrm_cot.yaml", "genrm_rl.training.config:TrainConfig", []),
+    ("train_gsm8k_released.yaml", "genrm_rl.training.config:TrainConfig", []),
+    ("serve.yaml", "reward.config:ServeConfig", []),
+    ("rl_grpo.yaml", "genrm_rl.rl:RLConfig", ["policy=p", "reward.verifier.model=m"]),
+])
+def test_shipped_configs_load(name, cls_path, extra):
+    import importlib
+    from pathlib import Path
+
+    module, _, cls = cls_path.partition(":")
+    path = Path(__file__).resolve().parents[1] / "configs" / name
+    load_config(getattr(importlib.import_module(module), cls), path, extra)
+
+
+def test_shipped_deepspeed_templates_are_complete():
+    from genrm_rl.training.config import TrainConfig
+    from genrm_rl.training.ds_config import build_deepspeed_config
+
+    for stage in (2, 3):
+        cfg = from_dict(TrainConfig, {"model": "m", "deepspeed": {"zero_stage": stage}})
+        ds = build_deepspeed_config(cfg, world_size=2, total_steps=10, on_gpu=False)
+        assert ds["zero_optimization"]["stage"] == stage

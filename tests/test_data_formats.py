@@ -1,0 +1,89 @@
+"""Record schemas, released-data loaders (on the real shared files) and the prompt format."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genrm_rl import critiques
+from genrm_rl.prompts import COT_CUE, VERDICT_CUE, get_prompt_format
+from genrm_rl.records import Candidate, RecordError, Score, read_records, write_records
+from genrm_rl.tasks import Problem
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "genrm-critiques"
+
+
+def test_records_roundtrip_and_errors(tmp_path):
+    path = tmp_path / "c.jsonl"
+    recs = [Candidate("p1", 0, "q", "s", "a", True), Candidate("p1", 1, "q", "s2", None, False)]
+    assert write_records(path, recs) == 2
+    assert read_records(path, Candidate) == recs
+    path.write_text('{"problem_id": "p", "candidate_id": 0, "score": 0.5}\n{"problem_id": "p", "score": 1}\n')
+    with pytest.raises(RecordError, match=r"c.jsonl:2: missing field\(s\) \['candidate_id'\]"):
+        read_records(path, Score)
+    path.write_text('{"problem_id": "p", "candidate_id": 0, "score": "high"}\n')
+    with pytest.raises(RecordError, match=r"c.jsonl:1: field 'score'"):
+        read_records(path, Score)
+    path.write_text('{"id": "x", "task": "t", "question": "q", "target": "a"}\n{oops\n')
+    with pytest.raises(RecordError, match=r"c.jsonl:2: invalid JSON"):
+        read_records(path, Problem)
+
+
+def test_data_make_cli(tmp_path):
+    out = tmp_path / "problems.jsonl"
+    subprocess.run([sys.executable, "-m", "genrm_rl.cli", "data", "make", "--task", "last_letter", "--split", "test",
+                    "--num", "20", "--seed", "0", "--out", str(out)], check=True, capture_output=True)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 20 and set(rows[0]) == {"id", "task", "question", "target"}
+    bad = subprocess.run([sys.executable, "-m", "genrm_rl.cli", "data", "make", "--split", "dev"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no split 'dev'" in bad.stderr
+
+
+def test_released_prompt_format_is_rebuilt_exactly():
+    fmt = get_prompt_format("released")
+    rows = 0
+    for name in ("rm_correct_solutions_batch_08_val.zip", "critiques_incorrect_solutions_batch_16_val.zip"):
+        for obj in critiques._records(DATA / name, critiques.RELEASED_FIELDS):
+            q, s, kind = fmt.parse(obj["inputs"])
+            rebuilt = fmt.direct(q, s) if kind == "direct" else fmt.cot(q, s)
+            assert rebuilt == obj["inputs"]
+            rows += 1
+    assert rows == 125 + 134
+    assert fmt.cot("q", "s").endswith(f"s\n{COT_CUE}\n") and fmt.direct("q", "s").endswith(f"s\n{VERDICT_CUE}")
+
+
+def test_released_loaders_counts():
+    assert len(critiques.load_released(DATA / "rm_correct_solutions_batch_08_val.zip")) == 125
+    neg = critiques.load_released(DATA / "rm_incorrect_solutions_batch_08_val.zip")
+    assert len(neg) == 87 and not any(e.correct for e in neg)
+    cot = critiques.load_released(DATA / "critiques_incorrect_solutions_batch_16_val.zip")
+    assert len(cot) == 134 and all(e.rationale.rstrip().endswith(f"{VERDICT_CUE} No") for e in cot)
+
+
+def test_raw_rationales_filter_counts():
+    examples, stats = critiques.load_rationales(DATA / "data_collection/critique_gen_incorrect_solutions_round_0_shard_0.jsonl.gz")
+    assert stats.total == 8321
+    assert stats.kept + stats.no_verdict + stats.disagrees == stats.total
+    assert (stats.kept, stats.no_verdict, stats.disagrees) == (6537, 1473, 311)
+    assert len(examples) == stats.kept and not any(e.correct for e in examples)
+    assert all(e.rationale.endswith(f"{VERDICT_CUE} No") for e in examples)
+    kept_all, stats_all = critiques.load_rationales(
+        DATA / "data_collection/critique_gen_incorrect_solutions_round_0_shard_0.jsonl.gz", keep_disagreeing=True)
+    assert stats_all.kept == stats.kept + stats.disagrees
+
+
+def test_verdict_parser_variants():
+    assert critiques.parse_verdict("... Verification: Is the answer correct (Yes/No)? Yes") is True
+    assert critiques.parse_verdict("**Verification: Is the answer correct (Yes/No)? No**") is False
+    assert critiques.parse_verdict("Is the answer correct (Yes/No)? <b>Yes</b>") is True
+    assert critiques.parse_verdict("Is the answer correct? (Yes/No) Yes") is None
+    assert critiques.parse_verdict("no verdict") is None
+
+
+def test_loader_errors_name_the_file(tmp_path):
+    bad = tmp_path / "x.jsonl"
+    bad.write_text('{"inputs": "a"}\n')
+    with pytest.raises(ValueError, match=r"x.jsonl:1: missing field"):
+        critiques.load_released(bad)

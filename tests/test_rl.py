@@ -1,0 +1,80 @@
+"""GRPO with TRL on CPU: a tiny policy, the real reward service, rewards checked end to end."""
+
+import json
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def reward_service(ray_session, tiny_model_dir):
+    from genrm_rl.config import from_dict
+    from reward.config import ServeConfig
+    from reward.service import start_service
+
+    service = start_service(from_dict(ServeConfig, {
+        "verifier": {"model": tiny_model_dir, "mode": "direct"}, "num_replicas": 1, "replica_cpus": 0.25,
+        "http": False, "router_name": "test_rl_router", "cache_size": 0}))
+    yield service
+    service.shutdown()
+
+
+def _cfg(tmp_path, policy, **kw):
+    from genrm_rl.config import from_dict
+    from genrm_rl.rl import RLConfig
+
+    base = {"policy": policy, "output_dir": str(tmp_path), "num_train_problems": 16, "num_eval_problems": 4,
+            "num_generations": 4, "per_device_train_batch_size": 4, "max_steps": 2, "max_completion_length": 24,
+            "learning_rate": 1e-4, "report_to": ["none"], "reward": {"weight": 1.0, "rule_weight": 0.5}}
+    base.update(kw)
+    return from_dict(RLConfig, base)
+
+
+def test_grpo_steps_use_the_service_scores(reward_service, tiny_model_dir, tmp_path):
+    from genrm_rl.rl import run_rl
+    from genrm_rl.verifier import GenerativeVerifier, VerifierConfig
+
+    # connect by router name, the way a user attaches `genrm rl` to a running `genrm-rl serve`
+    # num_iterations=2: each generation batch is reused for two clipped updates, so 4 steps = 2 batches
+    summary = run_rl(_cfg(tmp_path, tiny_model_dir, num_iterations=2, beta=0.01, max_steps=4,
+                          reward={"weight": 1.0, "rule_weight": 0.5, "connect_router": "test_rl_router"}))
+    calls = [json.loads(line) for line in (tmp_path / "reward_calls.jsonl").read_text().splitlines()]
+    assert len(calls) == 2  # one reward call per generation batch, not per optimizer step
+    verifier = GenerativeVerifier(VerifierConfig(model=tiny_model_dir, mode="direct"))
+    logged = [h for h in summary["log_history"] if "rewards/genrm/mean" in h]
+    assert len(logged) == 2
+    for call, row in zip(calls, logged, strict=True):
+        want = [r.score for r in verifier.score([(i["question"], i["solution"]) for i in call["items"]])]
+        assert call["scores"] == pytest.approx(want, abs=1e-5)  # the trainer saw the service's scores
+        assert row["rewards/genrm/mean"] == pytest.approx(sum(want) / len(want), abs=1e-4)
+        assert "genrm/reward_call_latency_s" in row and "kl" in row and "rewards/correct/mean" in row
+        questions = {i["question"] for i in call["items"]}
+        assert all(q.startswith("Take the last letters") for q in questions)
+    assert 0.0 <= summary["heldout_accuracy_after"] <= 1.0
+    assert (tmp_path / "policy" / "model.safetensors").is_file()
+
+
+def test_rloo_with_rule_reward_only(tiny_model_dir, tmp_path):
+    from genrm_rl.rl import run_rl
+
+    summary = run_rl(_cfg(tmp_path, tiny_model_dir, trainer="rloo", reward={"weight": 0.0, "rule_weight": 1.0}))
+    assert summary["trainer"] == "rloo" and summary["reward_weights"]["genrm"] is None
+    assert any("rewards/correct/mean" in h for h in summary["log_history"])
+
+
+def test_failed_reward_service_fails_the_step(tiny_model_dir, tmp_path):
+    from genrm_rl.rl import run_rl
+    from reward.client import RewardServiceError
+    from tests.conftest import free_port
+
+    cfg = _cfg(tmp_path, tiny_model_dir, reward={"url": f"http://127.0.0.1:{free_port()}", "retries": 1,
+                                                  "timeout_s": 5.0})
+    with pytest.raises(RewardServiceError, match="cannot reach"):
+        run_rl(cfg)
+    assert not (tmp_path / "policy").exists()  # no policy trained on garbage rewards
+
+
+def test_rl_config_validation(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="nothing to optimise"):
+        _cfg(tmp_path, tiny_model_dir, reward={"weight": 0.0, "rule_weight": 0.0})
+    with pytest.raises(ValueError, match="needs reward.url"):
+        _cfg(tmp_path, tiny_model_dir, reward={"weight": 1.0})

@@ -1,0 +1,122 @@
+"""Scoring maths on hand-built logits, and the transformers backend's KV-cache sampling loop."""
+
+import math
+
+import pytest
+import torch
+
+from genrm_rl.scoring import (
+    aggregate_votes,
+    sample_next_token,
+    verdict_tokens,
+    yes_probability,
+    yes_probability_from_logprobs,
+)
+
+
+def test_yes_probability_two_way_normalisation():
+    logits = torch.full((2, 10), -5.0)
+    logits[0, 3], logits[0, 4] = 2.0, 0.0   # yes=3, no=4
+    logits[1, 3], logits[1, 4] = 0.0, 0.0
+    p = yes_probability(logits, 3, 4)
+    assert p[0].item() == pytest.approx(1 / (1 + math.exp(-2)))
+    assert p[1].item() == pytest.approx(0.5)
+    # mass on other tokens does not shrink the score
+    logits[0, 7] = 50.0
+    assert yes_probability(logits, 3, 4)[0].item() == pytest.approx(1 / (1 + math.exp(-2)))
+    assert yes_probability_from_logprobs(math.log(0.3), math.log(0.1)) == pytest.approx(0.75)
+
+
+def test_aggregate_and_sampling():
+    assert aggregate_votes([0.2, 0.4, 0.9]) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        aggregate_votes([])
+    logits = torch.tensor([[0.0, 10.0, 0.0], [5.0, 0.0, 0.0]])
+    assert sample_next_token(logits, 0.0, 1.0).tolist() == [1, 0]
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_next_token(logits, 1.0, 0.5, g) for _ in range(50)])
+    assert (draws[:, 0] == 1).all()  # top-p keeps only the dominant token
+
+
+def test_verdict_tokens_strip_shared_prefix(tiny_model_dir):
+    from genrm_rl.modeling import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir)
+    vt = verdict_tokens(tok)
+    assert tok.decode(list(vt.prefix_ids)) == " "
+    assert tok.decode([vt.yes_id]) == "Yes" and tok.decode([vt.no_id]) == "No"
+
+
+def test_direct_score_equals_manual_forward(tiny_model_dir):
+    from genrm_rl.modeling import load_causal_lm, load_tokenizer
+    from genrm_rl.prompts import get_prompt_format
+    from genrm_rl.verifier import GenerativeVerifier, VerifierConfig
+
+    items = [("What is 1+1?", "1+1=2. The answer is 2."), ("Q", "a much longer solution " * 5)]
+    v = GenerativeVerifier(VerifierConfig(model=tiny_model_dir, mode="direct", batch_size=2))
+    got = [r.score for r in v.score(items)]
+    tok, model = load_tokenizer(tiny_model_dir), load_causal_lm(tiny_model_dir, "cpu")
+    vt = verdict_tokens(tok)
+    fmt = get_prompt_format("compact")
+    for (q, s), score in zip(items, got, strict=True):
+        ids = tok(fmt.direct(q, s), add_special_tokens=False).input_ids + list(vt.prefix_ids)
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, -1]
+        assert score == pytest.approx(yes_probability(logits, vt.yes_id, vt.no_id).item(), abs=1e-5)
+
+
+def test_cot_votes_match_a_full_forward_at_each_verdict(trained_verifier_dir):
+    """Each CoT vote from the cached sampling loop equals p(Yes) from one uncached forward pass over
+    prompt + that rationale's tokens (left padding, cache expansion and compaction change nothing)."""
+    from genrm_rl.backends.hf import TransformersBackend
+    from genrm_rl.prompts import get_prompt_format
+    from genrm_rl.tasks import get_task
+    from genrm_rl.verifier import VerifierConfig
+
+    task = get_task("last_letter")
+    problems = task.make_problems("val", 3, seed=5)
+    fmt = get_prompt_format("compact")
+    backend = TransformersBackend(VerifierConfig(model=trained_verifier_dir, batch_size=3))
+    prompts = [backend.tokenizer(fmt.cot(p.question, s), add_special_tokens=False).input_ids
+               for p, s in zip(problems, [task.solve(problems[0]), "wrong", task.solve(problems[2])], strict=True)]
+    groups = backend.sample_verdicts(prompts, k=3, temperature=1.0, top_p=1.0, max_new_tokens=120, seed=0)
+    reached = 0
+    for prompt, group in zip(prompts, groups, strict=True):
+        assert len(group) == 3
+        for sample in group:
+            with torch.no_grad():
+                logits = backend.model(torch.tensor([prompt + sample.token_ids])).logits[0, -1]
+            want = yes_probability(logits, backend.verdict.yes_id, backend.verdict.no_id).item()
+            assert sample.p_yes == pytest.approx(want, abs=1e-4)
+            assert sample.text.rstrip().endswith(("Yes", "No"))
+            reached += sample.reached_verdict
+    assert reached > 0, "the trained verifier should reach the verdict cue on its own"
+
+
+def test_forced_verdict_rule_counts_truncations(tiny_model_dir):
+    from genrm_rl.verifier import GenerativeVerifier, VerifierConfig
+
+    v = GenerativeVerifier(VerifierConfig(model=tiny_model_dir, mode="cot", k=4, max_new_tokens=5))
+    r = v.score([("q", "s")])[0]
+    assert r.num_forced == 4 and len(r.votes) == 4 and r.generated_tokens <= 20
+
+
+def test_bad_items_rejected(tiny_model_dir):
+    from genrm_rl.verifier import GenerativeVerifier, VerifierConfig
+
+    v = GenerativeVerifier(VerifierConfig(model=tiny_model_dir, mode="direct", max_input_chars=100))
+    with pytest.raises(ValueError, match="item 0: question and solution must be non-empty"):
+        v.score([("", "s")])
+    with pytest.raises(ValueError, match="item 1: 201 characters"):
+        v.score([("q", "s"), ("q", "x" * 200)])
+    with pytest.raises(ValueError, match="item 0: expected"):
+        v.score([("q", 3)])
+
+
+def test_orm_scorer(tiny_model_dir):
+    from genrm_rl.verifier import VerifierConfig, build_scorer
+
+    r = build_scorer(VerifierConfig(model=tiny_model_dir, mode="orm")).score([("q", "s"), ("q2", "s2 longer")])
+    assert [x.mode for x in r] == ["orm", "orm"] and all(0 < x.score < 1 for x in r)
+    with pytest.raises(ValueError, match="transformers backend only"):
+        VerifierConfig(model=tiny_model_dir, mode="orm", backend="vllm")

@@ -1,0 +1,269 @@
+"""The reward service on a real local Ray cluster, over real HTTP on loopback."""
+
+import concurrent.futures as cf
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+TOKEN = "test-secret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def post(url, **kw):
+    return httpx.post(url, headers={**AUTH, **kw.pop("headers", {})}, timeout=kw.pop("timeout", 120), **kw)
+
+
+@pytest.fixture(scope="module")
+def http_service(ray_session, tiny_model_dir):
+    from genrm_rl.config import from_dict
+    from reward.config import ServeConfig
+    from reward.service import start_service
+
+    cfg = from_dict(ServeConfig, {
+        "verifier": {"model": tiny_model_dir, "mode": "direct", "batch_size": 8},
+        "num_replicas": 2, "replica_cpus": 0.25, "max_batch_size": 16, "max_wait_ms": 5,
+        "port": free_port(), "router_name": "test_http_router", "max_items": 256, "max_body_bytes": 200_000,
+        "auth_token": TOKEN,
+    })
+    service = start_service(cfg)
+    yield service
+    service.shutdown()
+
+
+@pytest.fixture(scope="module")
+def direct_verifier(tiny_model_dir):
+    from genrm_rl.verifier import GenerativeVerifier, VerifierConfig
+
+    return GenerativeVerifier(VerifierConfig(model=tiny_model_dir, mode="direct"))
+
+
+def items(n, tag="x"):
+    return [{"question": f"What is {tag} number {i}?", "solution": f"It is {i}. The answer is {i}."} for i in range(n)]
+
+
+def test_score_endpoint_matches_direct_verifier(http_service, direct_verifier):
+    batch = items(5)
+    r = post(http_service.url + "/score", json={"items": batch})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    want = direct_verifier.score([(x["question"], x["solution"]) for x in batch])
+    assert len(results) == 5
+    assert [x["score"] for x in results] == pytest.approx([w.score for w in want], abs=1e-5)
+    assert all(0 <= x["score"] <= 1 and x["mode"] == "direct" for x in results)
+
+
+def test_get_reward_openrlhf_protocol(http_service, direct_verifier):
+    prompts = ["Q: What is 2+2?\nA: Let's think step by step.\n", "Q: Name a color.\nA: Let's think step by step.\n"]
+    responses = ["2+2=4. The answer is 4.", "Blue. The answer is blue."]
+    body = {"query": [p + r for p, r in zip(prompts, responses, strict=True)], "prompts": prompts, "labels": ["4", "blue"]}
+    r = post(http_service.url + "/get_reward", json=body)
+    assert r.status_code == 200
+    out = r.json()
+    want = direct_verifier.score([("What is 2+2?", responses[0]), ("Name a color.", responses[1])])
+    assert out["rewards"] == pytest.approx([w.score for w in want], abs=1e-5)
+    assert out["scores"] == out["rewards"] and "genrm_forced_verdicts" in out["extra_logs"]
+
+
+def test_concurrent_clients_get_their_own_answers(http_service, direct_verifier):
+    def client(i):
+        batch = items(3, tag=f"client{i}")
+        r = post(http_service.url + "/score", json={"items": batch})
+        return batch, r.status_code, r.json()
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        replies = list(pool.map(client, range(16)))
+    for batch, status, body in replies:
+        assert status == 200
+        want = direct_verifier.score([(x["question"], x["solution"]) for x in batch])
+        assert [x["score"] for x in body["results"]] == pytest.approx([w.score for w in want], abs=1e-5)
+    metrics = httpx.get(http_service.url + "/metrics", headers=AUTH, timeout=30).json()
+    assert metrics["batches"] >= 1 and metrics["batch_size_max"] >= 2  # requests were batched together
+
+
+def test_duplicates_are_computed_once_and_cached(http_service, direct_verifier):
+    metrics = lambda: httpx.get(http_service.url + "/metrics", headers=AUTH, timeout=30).json()  # noqa: E731
+    before = metrics()
+    pair = {"question": "What is dedup?", "solution": "It is once. The answer is once."}
+    r = post(http_service.url + "/score", json={"items": [pair, pair, pair]})
+    scores = [x["score"] for x in r.json()["results"]]
+    assert len(set(scores)) == 1
+    mid = metrics()
+    assert mid["dedup_hits"] - before.get("dedup_hits", 0) == 2 and mid["items"] - before["items"] == 3
+    again = post(http_service.url + "/score", json={"items": [pair]}).json()["results"][0]["score"]
+    assert again == scores[0] and metrics()["cache_hits"] - mid.get("cache_hits", 0) == 1
+
+
+BAD_BODIES = [
+    (b"{not json", 400, "invalid JSON"),
+    (b"", 400, "empty request body"),
+    (b"[1, 2]", 422, "must be a JSON object"),
+    (b'{"item": []}', 422, "unknown field"),
+    (b'{"mode": "direct"}', 422, "missing field 'items'"),
+    (b'{"items": "abc"}', 422, "'items' must be a list"),
+    (b'{"items": []}', 422, "'items' is empty"),
+    (b'{"items": [{"question": "q"}]}', 422, "items[0]: missing field(s) ['solution']"),
+    (b'{"items": [{"question": 5, "solution": "s"}]}', 422, "items[0].question: expected a string"),
+    (b'{"items": [{"question": "q", "solution": "   "}]}', 422, "items[0].solution: empty string"),
+    (b'{"items": [{"question": "q", "solution": "s"}], "k": "many"}', 422, "'k' must be an integer"),
+    (b'{"items": [{"question": "q", "solution": "s"}], "mode": "orm"}', 422, "mode 'orm' is not available"),
+    (b'{"items": [{"question": "q", "solution": "s"}], "k": 0}', 422, "'k' must be an integer in 1..256"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "message"), BAD_BODIES)
+def test_bad_input_gets_4xx_and_service_keeps_serving(http_service, body, status, message):
+    r = post(http_service.url + "/score", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+    ok = post(http_service.url + "/score", json={"items": items(1)})
+    assert ok.status_code == 200
+
+
+def test_oversized_inputs(http_service):
+    huge_text = {"items": [{"question": "q", "solution": "x" * 30_000}]}
+    r = post(http_service.url + "/score", json=huge_text)
+    assert r.status_code == 413 and "max_text_chars" in r.json()["error"]
+    many = {"items": items(2000)}
+    r = post(http_service.url + "/score", json=many)
+    assert r.status_code == 413 and ("max_items" in r.json()["error"] or "max_body_bytes" in r.json()["error"])
+    r = post(http_service.url + "/score", json={"items": items(300)})
+    assert r.status_code == 413 and "max_items=256" in r.json()["error"]
+    body = json.dumps({"items": [{"question": "q" * 250_000, "solution": "s"}]}).encode()
+    r = post(http_service.url + "/score", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "max_body_bytes" in r.json()["error"]
+    bad = post(http_service.url + "/get_reward", json={"query": ["abc"], "prompts": ["xyz"]})
+    assert bad.status_code == 422 and "does not start with prompts[0]" in bad.json()["error"]
+    assert httpx.get(http_service.url + "/health", timeout=30).json()["replicas_alive"] == 2
+
+
+def test_python_clients_and_adapters(http_service, direct_verifier, monkeypatch):
+    from reward.client import AsyncRewardClient, RewardClient, RewardServiceError
+    from reward.trl import AsyncGenRMReward, GenRMReward
+
+    want = [w.score for w in direct_verifier.score([("What is 2+2?", "4. The answer is 4.")])]
+    client = RewardClient(http_service.url, token=TOKEN)
+    assert client.rewards(["What is 2+2?"], ["4. The answer is 4."]) == pytest.approx(want, abs=1e-5)
+    with pytest.raises(RewardServiceError, match="422.*empty string"):
+        client.score([{"question": "q", "solution": ""}])
+
+    import asyncio
+
+    async def run_async():
+        c = AsyncRewardClient(http_service.url, token=TOKEN)
+        out = await c.rewards(["What is 2+2?"], ["4. The answer is 4."])
+        await c.aclose()
+        return out
+
+    assert asyncio.run(run_async()) == pytest.approx(want, abs=1e-5)
+    prompts = ["Q: What is 2+2?\nA: Let's think step by step.\n"]
+    for fn in (GenRMReward(url=http_service.url, token=TOKEN), GenRMReward(router=http_service.router)):
+        assert fn(prompts, ["4. The answer is 4."]) == pytest.approx(want, abs=1e-5)
+    assert asyncio.run(AsyncGenRMReward(router=http_service.router)(prompts, ["4. The answer is 4."])) == pytest.approx(want, abs=1e-5)
+    # conversational prompts and an explicit question column
+    conv = [[{"role": "user", "content": "Q: What is 2+2?\nA: Let's think step by step.\n"}]]
+    assert GenRMReward(url=http_service.url, token=TOKEN)(conv, [[{"role": "assistant", "content": "4. The answer is 4."}]]) == pytest.approx(want, abs=1e-5)
+    assert GenRMReward(url=http_service.url, token=TOKEN)(["anything"], ["4. The answer is 4."], question=["What is 2+2?"]) == pytest.approx(want, abs=1e-5)
+
+    monkeypatch.setenv("GENRM_REWARD_URL", http_service.url)
+    monkeypatch.setenv("GENRM_REWARD_TOKEN", TOKEN)
+    import reward.openrlhf as openrlhf
+    import reward.verl as verl
+
+    verl._client = None
+    openrlhf._client = None
+    assert verl.compute_score("last_letter", "4. The answer is 4.", "4", {"question": "What is 2+2?"}) == pytest.approx(want[0], abs=1e-5)
+    assert verl.compute_score_batch(["d"], ["4. The answer is 4."], ["4"], [{"question": "What is 2+2?"}]) == pytest.approx(want, abs=1e-5)
+    out = openrlhf.reward_func([prompts[0] + "4. The answer is 4."], prompts, ["4"])
+    assert out["rewards"].tolist() == pytest.approx(want, abs=1e-5)
+
+
+def test_auth_token_required(http_service):
+    body = {"items": items(1)}
+    assert httpx.post(http_service.url + "/score", json=body, timeout=30).status_code == 401
+    r = httpx.post(http_service.url + "/score", json=body, headers={"Authorization": "Bearer nope"}, timeout=30)
+    assert r.status_code == 401 and "bearer token" in r.json()["error"]
+    assert httpx.get(http_service.url + "/metrics", timeout=30).status_code == 401
+    assert httpx.get(http_service.url + "/health", timeout=30).status_code == 200  # probes need no token
+    assert post(http_service.url + "/score", json=body).status_code == 200
+
+
+def test_unreachable_service_fails_clearly():
+    from reward.client import RewardClient, RewardServiceError
+
+    client = RewardClient(f"http://127.0.0.1:{free_port()}", retries=1, backoff=0.01, timeout=2)
+    with pytest.raises(RewardServiceError, match="cannot reach"):
+        client.score([{"question": "q", "solution": "s"}])
+
+
+def test_killed_replica_mid_load_loses_nothing(ray_session, tiny_model_dir, direct_verifier):
+    """Kill one of two replicas while 24 requests are in flight: every request is answered exactly
+    once with the right scores, the dead replica is replaced."""
+    import ray
+
+    from genrm_rl.config import from_dict
+    from reward.config import ServeConfig
+    from reward.service import start_service
+
+    cfg = from_dict(ServeConfig, {
+        "verifier": {"model": tiny_model_dir, "mode": "cot", "k": 2, "max_new_tokens": 48, "batch_size": 4},
+        "num_replicas": 2, "replica_cpus": 0.25, "max_batch_size": 4, "max_wait_ms": 1, "http": False,
+        "router_name": "test_kill_router", "cache_size": 0,
+    })
+    service = start_service(cfg)
+    client = service.client()
+    try:
+        requests = [items(2, tag=f"kill{i}") for i in range(24)]
+        answers: dict[int, list] = {}
+        errors = []
+
+        def run(i):
+            try:
+                answers[i] = client.score(requests[i])
+            except Exception as err:  # noqa: BLE001 - the assertion below reports it
+                errors.append(err)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(24)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        victim = ray.get(service.router.replica_handles.remote())[0]
+        ray.kill(victim, no_restart=True)
+        for t in threads:
+            t.join(timeout=240)
+        assert not errors, errors
+        assert sorted(answers) == list(range(24))
+        for _i, res in answers.items():
+            assert len(res) == 2 and all(0 <= r["score"] <= 1 and len(r["votes"]) == 2 for r in res)
+        metrics = ray.get(service.router.get_metrics.remote())
+        assert metrics["replica_deaths"] == 1
+        deadline = time.time() + 120
+        while ray.get(service.router.health.remote())["replicas_alive"] < 2 and time.time() < deadline:
+            time.sleep(1)
+        assert ray.get(service.router.health.remote())["replicas_alive"] == 2
+        assert metrics["items"] == 48
+    finally:
+        service.shutdown()
+
+
+def test_request_timeout_is_a_clear_error(ray_session, tiny_model_dir):
+    from genrm_rl.config import from_dict
+    from reward.client import RewardServiceError
+    from reward.config import ServeConfig
+    from reward.service import start_service
+
+    cfg = from_dict(ServeConfig, {
+        "verifier": {"model": tiny_model_dir, "mode": "cot", "k": 8, "max_new_tokens": 400},
+        "num_replicas": 1, "replica_cpus": 0.25, "http": False, "router_name": "test_timeout_router",
+        "request_timeout_s": 0.2,
+    })
+    service = start_service(cfg)
+    try:
+        with pytest.raises(RewardServiceError, match=r"504.*not answered within 0.2s"):
+            service.client().score(items(4))
+    finally:
+        service.shutdown()

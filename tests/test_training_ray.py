@@ -1,0 +1,174 @@
+"""Training through the real stack: DeepSpeed ZeRO-2 ranks started by Ray Train on CPU (gloo)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _train_cfg(model, out, **kw):
+    from genrm_rl.config import from_dict
+    from genrm_rl.training.config import TrainConfig
+
+    base = {
+        "objective": "genrm_cot", "model": model, "output_dir": str(out), "launcher": "ray",
+        "data": {"task": "last_letter", "num_problems": 200, "val_fraction": 0.1},
+        "max_steps": 30, "micro_batch_size": 8, "lr": 3e-3, "log_every": 5, "checkpoint_every": 10,
+        "ray": {"num_workers": 2, "cpus_per_worker": 0.5},
+    }
+    for k, v in kw.items():
+        base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return from_dict(TrainConfig, base)
+
+
+def test_two_deepspeed_workers_under_ray_train_loss_falls(ray_session, tiny_model_dir, tmp_path):
+    from genrm_rl.training.launch import run_training
+
+    out = tmp_path / "cot"
+    result = run_training(_train_cfg(tiny_model_dir, out))
+    assert result["world_size"] == 2 and result["step"] == 30
+    losses = [m["loss"] for m in _metrics(out) if "loss" in m]
+    assert losses[-1] < losses[0] * 0.8, losses
+    ranks = [json.loads(p.read_text()) for p in sorted((out / "ranks").glob("rank*.json"))]
+    assert [r["rank"] for r in ranks] == [0, 1] and len({r["pid"] for r in ranks}) == 2
+    assert (out / "model" / "model.safetensors").is_file() and (out / "model" / "tokenizer.json").is_file()
+    assert (out / "tb").is_dir() and result["val_loss"] is not None
+    # the export loads through the same path as any model, and the verifier can use it
+    from genrm_rl.verifier import VerifierConfig, build_scorer
+
+    r = build_scorer(VerifierConfig(model=str(out / "model"), mode="direct")).score([("q", "s")])
+    assert 0 <= r[0].score <= 1
+
+
+def test_orm_baseline_trains_on_ray(ray_session, tiny_model_dir, tmp_path):
+    from genrm_rl.training.launch import run_training
+    from genrm_rl.verifier import VerifierConfig, build_scorer
+
+    out = tmp_path / "orm"
+    result = run_training(_train_cfg(tiny_model_dir, out, objective="orm", max_steps=10, checkpoint_every=0))
+    assert result["step"] == 10
+    orm = build_scorer(VerifierConfig(model=str(out / "model"), mode="orm"))
+    assert 0 < orm.score([("q", "s")])[0].score < 1
+
+
+def _run_job(args, env, **kw):
+    return subprocess.Popen([sys.executable, "-m", "jobs.train_genrm", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
+
+
+@pytest.mark.slow
+def test_killed_job_resumes_from_its_checkpoint(ray_session, tiny_model_dir, tmp_path):
+    """SIGKILL the training job (driver and its Ray workers) after its first checkpoint; the rerun
+    with the same output_dir continues from that step and finishes the remaining steps only."""
+    out = tmp_path / "resume"
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    args = [f"model={tiny_model_dir}", f"output_dir={out}", "data.task=last_letter", "data.num_problems=200",
+            "max_steps=200", "micro_batch_size=8", "checkpoint_every=10", "log_every=5", "launcher=ray",
+            "ray.num_workers=2", "ray.cpus_per_worker=0.5", "tensorboard=false"]
+    proc = _run_job(args, env)
+    deadline = time.time() + 240
+    while not (out / "checkpoints" / "latest").is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert (out / "checkpoints" / "latest").is_file(), proc.communicate()[0][-3000:] if proc.poll() is not None else ""
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = max(m.get("step", 0) for m in _metrics(out) if "loss" in m)
+    saved = int((out / "checkpoints" / "latest").read_text().strip().split("-")[1])
+    assert 10 <= saved < 200 and not (out / "model").exists()
+
+    resumed = _run_job([a if not a.startswith("max_steps") else f"max_steps={saved + 20}" for a in args], env)
+    log, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, log[-3000:]
+    assert f"resumed from checkpoint at step {saved}" in log
+    starts = [m for m in _metrics(out) if m.get("event") == "start"]
+    assert starts[0]["step"] == 0 and starts[-1]["step"] == saved and starts[-1]["resumed_from"] == saved
+    after = [m["step"] for m in _metrics(out) if "loss" in m][len([m for m in _metrics(out) if "loss" in m and m["step"] <= killed_at]):]
+    assert after and min(after) > saved  # no step at or below the checkpoint was trained again
+    end = [m for m in _metrics(out) if m.get("event") == "end"][-1]
+    assert end["step"] == saved + 20 and (out / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_two_node_cluster_strict_spread(tiny_model_dir, tmp_path):
+    """A two-node Ray cluster on this machine (ray.cluster_utils.Cluster): STRICT_SPREAD puts the
+    two DeepSpeed ranks on different nodes and they train together."""
+    out = tmp_path / "spread"
+    script = f"""
+import json, ray
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
+cluster.add_node(num_cpus=1)
+ray.init(address=cluster.address)
+assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+from genrm_rl.config import from_dict
+from genrm_rl.training.config import TrainConfig
+from genrm_rl.training.launch import run_training
+cfg = from_dict(TrainConfig, {{"objective": "genrm_direct", "model": {tiny_model_dir!r}, "output_dir": {str(out)!r},
+    "data": {{"task": "last_letter", "num_problems": 100}}, "max_steps": 8, "micro_batch_size": 8, "log_every": 2,
+    "tensorboard": False, "ray": {{"num_workers": 2, "cpus_per_worker": 0.5, "placement_strategy": "STRICT_SPREAD"}}}})
+print(json.dumps(run_training(cfg)))
+ray.shutdown()
+cluster.shutdown()
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=420)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    ranks = [json.loads(p.read_text()) for p in sorted((out / "ranks").glob("rank*.json"))]
+    assert len(ranks) == 2 and ranks[0]["node_id"] != ranks[1]["node_id"] and None not in [r["node_id"] for r in ranks]
+    assert [m for m in _metrics(out) if m.get("event") == "end"][-1]["step"] == 8
+
+
+@pytest.mark.slow
+def test_ray_job_submit_to_a_local_head(tiny_model_dir, tmp_path):
+    """`ray start --head` + `ray job submit --working-dir . -- python -m jobs.train_genrm ...`, with
+    Ray's token authentication on. The head runs in its own process group so the test can stop it
+    without `ray stop` (which would also stop this session's cluster)."""
+    import secrets
+
+    from tests.conftest import free_port
+
+    bin_dir = Path(sys.executable).parent
+    ray_bin = str(bin_dir / "ray")
+    port, dash = free_port(), free_port()
+    token = tmp_path / "ray_token"
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN_PATH": str(token)}
+    env.pop("RAY_ADDRESS", None)
+    temp = Path("/tmp") / f"rayjob{port}"  # short: unix socket paths are length-limited
+    head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
+                             "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true",
+                             f"--temp-dir={temp}", "--disable-usage-stats"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out = tmp_path / "submitted"
+        sub = None
+        for _ in range(60):  # the dashboard takes a few seconds to accept jobs
+            sub = subprocess.run(
+                [ray_bin, "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", str(REPO), "--",
+                 "python", "-m", "jobs.train_genrm", f"model={tiny_model_dir}", f"output_dir={out}",
+                 "objective=genrm_direct", "data.num_problems=100", "max_steps=6", "micro_batch_size=8",
+                 "ray.num_workers=2", "ray.cpus_per_worker=0.5", "tensorboard=false"],
+                env=env, capture_output=True, text=True, timeout=480, cwd=REPO)
+            transient = ("Connection" in sub.stderr + sub.stdout) or ("No available agent" in sub.stderr)
+            if sub.returncode == 0 or "succeeded" in sub.stdout or not transient:
+                break
+            time.sleep(2)
+        assert sub.returncode == 0, sub.stdout[-3000:] + sub.stderr[-3000:]
+        assert "succeeded" in sub.stdout
+        assert (out / "model" / "model.safetensors").is_file()
+        assert [m for m in _metrics(out) if m.get("event") == "end"][-1]["step"] == 6
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()

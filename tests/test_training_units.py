@@ -1,0 +1,125 @@
+"""Training building blocks on small tensors: losses, the DeepSpeed config function, data mixing."""
+
+import pytest
+import torch
+
+from genrm_rl.training.losses import IGNORE, joint_sft_loss, orm_loss, token_losses
+
+
+def _logits_for(targets, vocab=5, confident=None):
+    """Logits [1, T, V] that put probability p on the target of each next position."""
+    logits = torch.zeros(1, len(targets), vocab)
+    if confident is not None:
+        for t, tok in enumerate(targets[1:]):
+            logits[0, t, tok] = confident
+    return logits
+
+
+def test_token_losses_mask_prompt_tokens():
+    labels = torch.tensor([[IGNORE, IGNORE, 2, 3]])
+    loss, mask = token_losses(_logits_for([0, 1, 2, 3]), labels)
+    assert mask.tolist() == [[False, True, True]]
+    assert loss[0, 1].item() == pytest.approx(torch.log(torch.tensor(5.0)).item())
+    assert loss[0, 0].item() == 0.0
+
+
+def test_joint_loss_modes():
+    logits = torch.zeros(2, 3, 4)
+    logits[0, :, 1] = 3.0  # the verification example predicts its labels well, the generation one does not
+    labels = torch.tensor([[IGNORE, 1, 1], [IGNORE, 2, 2]])
+    kinds = torch.tensor([0, 1])
+    per_tok = token_losses(logits, labels)[0]
+    lv, lg = per_tok[0].sum() / 2, per_tok[1].sum() / 2
+    mix, m = joint_sft_loss(logits, labels, kinds, gen_weight=0.25, mode="mix")
+    assert mix.item() == pytest.approx(((lv + lg) / 2).item())
+    weighted, m2 = joint_sft_loss(logits, labels, kinds, gen_weight=0.25, mode="loss")
+    assert weighted.item() == pytest.approx((lv + 0.25 * lg).item())
+    assert m2["loss_verify"] == pytest.approx(lv.item()) and m2["loss_generate"] == pytest.approx(lg.item())
+    only_verify, m3 = joint_sft_loss(logits[:1], labels[:1], kinds[:1], gen_weight=0.25, mode="loss")
+    assert only_verify.item() == pytest.approx(lv.item()) and "loss_generate" not in m3
+    with pytest.raises(ValueError):
+        joint_sft_loss(logits, labels, kinds, 0.25, "sum")
+
+
+def test_orm_loss_is_class_balanced():
+    logits = torch.tensor([0.0, 0.0])
+    labels = torch.tensor([1.0, 0.0])
+    l1, _ = orm_loss(logits, labels, pos_weight=1.0)
+    l3, _ = orm_loss(logits, labels, pos_weight=3.0)
+    assert l1.item() == pytest.approx(torch.log(torch.tensor(2.0)).item())
+    assert l3.item() == pytest.approx(((3 + 1) / 2 * torch.log(torch.tensor(2.0))).item())
+
+
+def _cfg(**kw):
+    from genrm_rl.config import from_dict
+    from genrm_rl.training.config import TrainConfig
+
+    return from_dict(TrainConfig, {"model": "m", **kw})
+
+
+def test_deepspeed_config_builder_fills_every_auto():
+    from genrm_rl.training.ds_config import build_deepspeed_config
+
+    cfg = _cfg(micro_batch_size=4, grad_accum=2, lr=5e-4, deepspeed={"zero_stage": 3})
+    ds = build_deepspeed_config(cfg, world_size=8, total_steps=100, on_gpu=True)
+    assert ds["train_batch_size"] == 4 * 2 * 8 and ds["zero_optimization"]["stage"] == 3
+    assert ds["bf16"]["enabled"] is True and ds["optimizer"]["params"]["lr"] == 5e-4
+    assert "torch_adam" not in ds["optimizer"]["params"]
+    assert ds["scheduler"]["params"]["total_num_steps"] == 100 and ds["scheduler"]["params"]["warmup_num_steps"] == 5
+    cpu = build_deepspeed_config(_cfg(), world_size=2, total_steps=10, on_gpu=False)
+    assert cpu["bf16"]["enabled"] is False and cpu["optimizer"]["params"]["torch_adam"] is True
+    assert cpu["zero_optimization"]["stage"] == 2
+    with pytest.raises(ValueError, match="does not fill"):
+        build_deepspeed_config(_cfg(), 1, 10, False, template={"foo": "auto"})
+
+
+def test_train_config_validation():
+    with pytest.raises(ValueError, match="model is required"):
+        _cfg(model="")
+    with pytest.raises(ValueError, match="gen_weight"):
+        _cfg(gen_weight=-1)
+    with pytest.raises(ValueError, match="no ZeRO-3"):
+        _cfg(engine="torch", deepspeed={"zero_stage": 3})
+    with pytest.raises(ValueError, match="ray.num_workers"):
+        _cfg(ray={"num_workers": 0})
+
+
+def test_examples_and_lambda_mixing(tiny_model_dir):
+    from genrm_rl.training.data import TrainDataConfig, build_examples, tokenize_examples
+
+    data = TrainDataConfig(task="last_letter", num_problems=60, negatives_per_problem=1)
+    cot, stats = build_examples("genrm_cot", data, gen_weight=0.25, gen_weight_mode="mix", eos_token="<eos>")
+    assert stats.verify == 120 and stats.generate == 30  # λ = 1/4 as a mixing ratio
+    verify = [e for e in cot if e.kind == "verify"]
+    assert sum(e.completion.startswith(e.completion.split("\n")[0]) for e in verify) == 120
+    assert all(e.prompt.endswith("Verification: Let's verify step by step.\n") for e in verify)
+    assert sum(e.completion.endswith("(Yes/No)? Yes<eos>") for e in verify) == 60
+    direct, _ = build_examples("genrm_direct", data, 0.0, "mix", "<eos>")
+    assert {e.completion for e in direct} == {" Yes<eos>", " No<eos>"}
+    orm, st = build_examples("orm", data, 0.0, "mix", "")
+    assert st.orm_pos == 60 and st.orm_neg == 60 and all(e.label in (0.0, 1.0) for e in orm)
+    gen, _ = build_examples("generator", data, 0.0, "mix", "<eos>")
+    assert len(gen) == 60 and all(e.completion.endswith("<eos>") for e in gen)
+    loss_mode, stats = build_examples("genrm_cot", data, 0.25, "loss", "<eos>")
+    assert stats.generate == 60  # as a loss weight every correct solution is used
+
+    from genrm_rl.modeling import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir, "right")
+    tokens, too_long = tokenize_examples(cot[:5], tok, max_length=10_000)
+    assert too_long == 0
+    for t, e in zip(tokens, cot[:5], strict=True):
+        n_prompt = len(tok(e.prompt, add_special_tokens=False).input_ids)
+        assert t.labels[:n_prompt] == [-100] * n_prompt and t.labels[n_prompt:] == t.input_ids[n_prompt:]
+    _, dropped = tokenize_examples(cot[:5], tok, max_length=20)
+    assert dropped == 5
+
+
+def test_epoch_shards_cover_data_once_per_rank_group():
+    from genrm_rl.training.worker import epoch_shard
+
+    shards = [epoch_shard(10, epoch=0, seed=1, rank=r, world=2, micro_bs=3) for r in range(2)]
+    assert len(shards[0]) == len(shards[1])
+    seen = [i for s in shards for b in s for i in b]
+    assert set(seen) == set(range(10))
+    assert epoch_shard(10, 1, 1, 0, 2, 3) != shards[0]  # reshuffled each epoch
