@@ -179,6 +179,11 @@ class Pipeline:
         from genrm_rl.rl import greedy_accuracy
         from genrm_rl.tasks import get_task
 
+        checks_file = self.out / "generator" / "quality_checks.json"
+        final = self.out / "generator" / "model"
+        if checks_file.is_file() and (final / "config.json").is_file():  # the gate has already decided
+            self.generator_checks = json.loads(checks_file.read_text())
+            return str(final)
         stage = self.cfg.generator
         dev = get_task(self.cfg.task).make_problems(stage.split, 32, self.cfg.seed + 4000)
         fmt = get_prompt_format(self.cfg.prompt_format)
@@ -190,10 +195,11 @@ class Pipeline:
             self.generator_checks.append({"steps": stage.max_steps, "dev_greedy_accuracy": acc})
             log.info("generator after %d steps: greedy dev accuracy %.3f", stage.max_steps, acc)
             if acc >= self.cfg.generator_min_accuracy or extension == self.cfg.generator_max_extensions:
-                return model
+                break
             stage = dc.replace(stage, max_steps=stage.max_steps + self.cfg.generator_extra_steps)
             (self.out / "generator" / "model" / "config.json").unlink()  # re-run the stage, resuming
             log.info("generator below %.2f: resuming to %d steps", self.cfg.generator_min_accuracy, stage.max_steps)
+        checks_file.write_text(json.dumps(self.generator_checks))
         return model
 
     def sample(self, generator: str, split: str, n: int) -> Path:

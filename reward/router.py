@@ -364,7 +364,7 @@ class RewardRouter:
     def health(self) -> dict:
         alive = sum(s.alive for s in self.slots)
         return {"status": "ok" if alive else "degraded", "replicas_alive": alive, "replicas": len(self.slots),
-                "queued": len(self.pending), "mode": self.vcfg.mode, "k": self.vcfg.k, "model": self.vcfg.model,
+                "queued": len(self.pending), "inflight": [s.inflight for s in self.slots], "mode": self.vcfg.mode, "k": self.vcfg.k, "model": self.vcfg.model,
                 "revision": self.revision, "pid": os.getpid()}
 
     def get_metrics(self) -> dict:

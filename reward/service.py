@@ -30,6 +30,10 @@ class RewardService:
             from ray import serve
 
             serve.delete("genrm_reward")
+            # Serve's HTTP proxy keeps the port it was first started with for the cluster's lifetime;
+            # stopping it once no app is left lets the next service bind the port it asks for.
+            if not serve.status().applications:
+                serve.shutdown()
         ray.get(self.router.shutdown.remote())
         ray.kill(self.router, no_restart=True)
 

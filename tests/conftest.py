@@ -42,7 +42,7 @@ def trained_verifier_dir(tmp_path_factory, tiny_model_dir):
     cfg = from_dict(TrainConfig, {
         "objective": "genrm_cot", "model": tiny_model_dir, "output_dir": str(out), "launcher": "local",
         "engine": "torch", "data": {"task": "last_letter", "num_problems": 300, "val_fraction": 0.0},
-        "max_steps": 120, "micro_batch_size": 16, "lr": 3e-3, "log_every": 40, "tensorboard": False,
+        "max_steps": 250, "micro_batch_size": 16, "lr": 3e-3, "log_every": 50, "tensorboard": False,
     })
     run_training(cfg)
     return str(out / "model")

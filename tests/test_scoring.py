@@ -79,7 +79,7 @@ def test_cot_votes_match_a_full_forward_at_each_verdict(trained_verifier_dir):
     backend = TransformersBackend(VerifierConfig(model=trained_verifier_dir, batch_size=3))
     prompts = [backend.tokenizer(fmt.cot(p.question, s), add_special_tokens=False).input_ids
                for p, s in zip(problems, [task.solve(problems[0]), "wrong", task.solve(problems[2])], strict=True)]
-    groups = backend.sample_verdicts(prompts, k=3, temperature=1.0, top_p=1.0, max_new_tokens=120, seed=0)
+    groups = backend.sample_verdicts(prompts, k=3, temperature=1.0, top_p=1.0, max_new_tokens=200, seed=0)
     reached = 0
     for prompt, group in zip(prompts, groups, strict=True):
         assert len(group) == 3

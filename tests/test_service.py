@@ -210,7 +210,7 @@ def test_killed_replica_mid_load_loses_nothing(ray_session, tiny_model_dir, dire
     from reward.service import start_service
 
     cfg = from_dict(ServeConfig, {
-        "verifier": {"model": tiny_model_dir, "mode": "cot", "k": 2, "max_new_tokens": 48, "batch_size": 4},
+        "verifier": {"model": tiny_model_dir, "mode": "cot", "k": 2, "max_new_tokens": 96, "batch_size": 4},
         "num_replicas": 2, "replica_cpus": 0.25, "max_batch_size": 4, "max_wait_ms": 1, "http": False,
         "router_name": "test_kill_router", "cache_size": 0,
     })
@@ -230,7 +230,9 @@ def test_killed_replica_mid_load_loses_nothing(ray_session, tiny_model_dir, dire
         threads = [threading.Thread(target=run, args=(i,)) for i in range(24)]
         for t in threads:
             t.start()
-        time.sleep(1.0)
+        deadline = time.time() + 60
+        while ray.get(service.router.health.remote())["inflight"][0] == 0 and time.time() < deadline:
+            time.sleep(0.01)  # kill replica 0 while it holds a batch, not before or after the load
         victim = ray.get(service.router.replica_handles.remote())[0]
         ray.kill(victim, no_restart=True)
         for t in threads:

@@ -149,12 +149,15 @@ def test_ray_job_submit_to_a_local_head(tiny_model_dir, tmp_path):
     temp = Path("/tmp") / f"rayjob{port}"  # short: unix socket paths are length-limited
     head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
                              "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true",
+                             # this session's own cluster already holds Ray's default agent ports
+                             f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                             f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
                              f"--temp-dir={temp}", "--disable-usage-stats"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         out = tmp_path / "submitted"
         sub = None
-        for _ in range(60):  # the dashboard takes a few seconds to accept jobs
+        for _ in range(30):  # the dashboard takes a few seconds to accept jobs
             sub = subprocess.run(
                 [ray_bin, "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", str(REPO), "--",
                  "python", "-m", "jobs.train_genrm", f"model={tiny_model_dir}", f"output_dir={out}",
