@@ -110,6 +110,10 @@ class Pipeline:
         log.info("[%s] starting", name)
         fn()
         self.timings[name] = round(time.time() - t0, 1)
+        # every stage's time survives resumed runs, so a report shows the whole pipeline's cost
+        ledger = self.out / "stage_seconds.json"
+        past = json.loads(ledger.read_text()) if ledger.is_file() else {}
+        ledger.write_text(json.dumps({**past, name: self.timings[name]}, indent=1))
         log.info("[%s] finished in %.1fs", name, self.timings[name])
 
     def _train_cfg(self, objective: str, init: str, stage: StageConfig, out: Path, candidates: list[str]):
@@ -312,7 +316,10 @@ class Pipeline:
             reports[key] = report
         summary = {
             "task": cfg.task, "output_dir": str(self.out), "minutes": round((time.time() - t_start) / 60, 1),
-            "stage_seconds": self.timings, "generator_checks": self.generator_checks,
+            "stage_seconds": self.timings,
+            "stage_seconds_all_runs": json.loads((self.out / "stage_seconds.json").read_text())
+            if (self.out / "stage_seconds.json").is_file() else {},
+            "generator_checks": self.generator_checks,
             "sets": {key: {"description": r["description"], "table": markdown_table(r),
                            "candidate_accuracy": r["baselines"]["first_sample"][0],
                            "pass_at_n": r["baselines"]["pass_at_n"][-1],

@@ -27,7 +27,11 @@ class ScoreConfig(VerifierConfig):
 
 
 def score_candidates(scorer, cands, chunk_size: int, progress: bool = True, desc: str = "score"):
-    """Score records in chunks with a progress bar; returns Score records in input order."""
+    """Score records in chunks with a progress bar; returns Score records in input order.
+
+    A candidate whose solution is empty (a generator that stopped at once) is not a solution: it
+    scores 0.0 without a verifier call, which is also what keeps it away from the reward service,
+    whose protocol rejects empty text as bad input."""
     from tqdm import tqdm
 
     from genrm_rl.records import Score
@@ -36,8 +40,13 @@ def score_candidates(scorer, cands, chunk_size: int, progress: bool = True, desc
     with tqdm(total=len(cands), desc=desc, disable=not progress, mininterval=2, unit="cand") as bar:
         for start in range(0, len(cands), chunk_size):
             chunk = cands[start:start + chunk_size]
-            results = scorer.score([(c.question, c.solution) for c in chunk])
-            for c, r in zip(chunk, results, strict=True):
+            real = [c for c in chunk if c.solution.strip()]
+            results = iter(scorer.score([(c.question, c.solution) for c in real]) if real else [])
+            for c in chunk:
+                if not c.solution.strip():
+                    out.append(Score(c.problem_id, c.candidate_id, 0.0, None, None))
+                    continue
+                r = next(results)
                 out.append(Score(c.problem_id, c.candidate_id, r.score, r.votes if r.mode == "cot" else None,
                                  r.rationales))
             bar.update(len(chunk))

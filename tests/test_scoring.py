@@ -120,3 +120,16 @@ def test_orm_scorer(tiny_model_dir):
     assert [x.mode for x in r] == ["orm", "orm"] and all(0 < x.score < 1 for x in r)
     with pytest.raises(ValueError, match="transformers backend only"):
         VerifierConfig(model=tiny_model_dir, mode="orm", backend="vllm")
+
+
+def test_empty_candidate_scores_zero_without_a_verifier_call(tiny_model_dir):
+    from genrm_rl.records import Candidate
+    from genrm_rl.verifier import GenerativeVerifier, VerifierConfig
+    from jobs.score import score_candidates
+
+    v = GenerativeVerifier(VerifierConfig(model=tiny_model_dir, mode="direct"))
+    cands = [Candidate("p", i, "Q?", sol, None, False) for i, sol in enumerate(["The answer is a.", "", " \n", "b"])]
+    got = score_candidates(v, cands, chunk_size=3, progress=False)
+    assert [(s.problem_id, s.candidate_id) for s in got] == [("p", i) for i in range(4)]
+    want = [r.score for r in v.score([("Q?", "The answer is a."), ("Q?", "b")])]
+    assert [s.score for s in got] == pytest.approx([want[0], 0.0, 0.0, want[1]], abs=1e-6)
