@@ -187,8 +187,13 @@ def bench_service(cfg: BenchConfig, pairs) -> dict:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ensure_ray()
+    import torch
+
+    # the replica gets the same number of torch threads as the direct run above had, and one batch
+    # at a time so that batches fill while it computes (throughput, not latency, is measured here)
     service = start_service(from_dict(ServeConfig, {
-        "verifier": vcfg, "num_replicas": 1, "replica_cpus": 1.0, "max_batch_size": cfg.batch_size,
+        "verifier": vcfg, "num_replicas": 1, "replica_cpus": float(torch.get_num_threads()),
+        "max_batch_size": cfg.batch_size, "max_inflight_per_replica": 1,
         "max_wait_ms": 20, "port": port, "cache_size": 0, "router_name": "bench_router"}))
     rows = {"direct_verifications_per_s": direct_vps}
     try:

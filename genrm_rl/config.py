@@ -115,6 +115,13 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         raise fail()
     if origin in (list, tuple, Sequence) or tp in (list, tuple):
         (item_tp,) = get_args(tp)[:1] or (Any,)
+        if isinstance(value, str) and value.strip().startswith("[") and value.strip().endswith("]"):
+            import yaml  # CLI form key=[a, b]: the YAML flow list a user would write in a config file
+
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError as err:
+                raise fail(f"; not a YAML list ({err.__class__.__name__})") from None
         if isinstance(value, str):
             value = [v for v in (p.strip() for p in value.split(",")) if v]
         if not isinstance(value, (list, tuple)):

@@ -36,6 +36,10 @@ def test_yaml_and_overrides(tmp_path):
     assert cfg.name == "run1" and cfg.inner.lr == 1e-4 and cfg.inner.steps == 5
     assert cfg.files == ["a", "b"] and cfg.flag is True and cfg.maybe is None
     assert cfg.scores == {"cot": "a.jsonl"}
+    for text, want in (("files=[c, d]", ["c", "d"]), ("files=[]", []), ("files=e,f", ["e", "f"])):
+        assert load_config(Outer, path, [text]).files == want
+    with pytest.raises(ValueError, match="files"):
+        load_config(Outer, path, ["files=[a, [b]]"])
 
 
 def test_misspelt_key_names_the_key(tmp_path):
