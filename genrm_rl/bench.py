@@ -168,6 +168,7 @@ def bench_service(cfg: BenchConfig, pairs) -> dict:
     import socket
 
     import httpx
+    import torch
 
     from genrm_rl.config import from_dict
     from genrm_rl.ray_utils import ensure_ray
@@ -189,8 +190,6 @@ def bench_service(cfg: BenchConfig, pairs) -> dict:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ensure_ray()
-    import torch
-
     # the replica gets the same number of torch threads as the direct run above had, and one batch
     # at a time so that batches fill while it computes (throughput, not latency, is measured here)
     service = start_service(from_dict(ServeConfig, {
@@ -294,7 +293,7 @@ def markdown(r: dict) -> str:
         lines.append("")
     if "service" in r:
         d = r["service"]["direct_verifications_per_s"]
-        lines += [f"Service (CoT K={r['config']['service_k']}, {r['config'].get('service_pairs', r['config']['num_pairs'])} pairs): verifier called directly {d:.2f} verif/s.", "",
+        lines += [f"Service (CoT K={r['config']['service_k']}, {r['config']['service_pairs']} pairs): verifier called directly {d:.2f} verif/s.", "",
                   "| HTTP clients | verif/s | of direct | p50 latency s | p99 latency s |", "|---|---|---|---|---|"]
         for name, s in r["service"].items():
             if name.startswith("http_c"):

@@ -99,6 +99,9 @@ class Pipeline:
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.timings: dict[str, float] = {}
+        # every stage's time survives resumed runs, so a report shows the whole pipeline's cost
+        self.ledger_file = self.out / "stage_seconds.json"
+        self.ledger: dict[str, float] = json.loads(self.ledger_file.read_text()) if self.ledger_file.is_file() else {}
         self.generator_checks: list[dict] = []
 
     # ---- helpers ------------------------------------------------------------------------------
@@ -109,11 +112,8 @@ class Pipeline:
         t0 = time.time()
         log.info("[%s] starting", name)
         fn()
-        self.timings[name] = round(time.time() - t0, 1)
-        # every stage's time survives resumed runs, so a report shows the whole pipeline's cost
-        ledger = self.out / "stage_seconds.json"
-        past = json.loads(ledger.read_text()) if ledger.is_file() else {}
-        ledger.write_text(json.dumps({**past, name: self.timings[name]}, indent=1))
+        self.timings[name] = self.ledger[name] = round(time.time() - t0, 1)
+        self.ledger_file.write_text(json.dumps(self.ledger, indent=1))
         log.info("[%s] finished in %.1fs", name, self.timings[name])
 
     def _train_cfg(self, objective: str, init: str, stage: StageConfig, out: Path, candidates: list[str]):
@@ -201,7 +201,7 @@ class Pipeline:
             if acc >= self.cfg.generator_min_accuracy or extension == self.cfg.generator_max_extensions:
                 break
             stage = dc.replace(stage, max_steps=stage.max_steps + self.cfg.generator_extra_steps)
-            (self.out / "generator" / "model" / "config.json").unlink()  # re-run the stage, resuming
+            (final / "config.json").unlink()  # re-run the stage, resuming
             log.info("generator below %.2f: resuming to %d steps", self.cfg.generator_min_accuracy, stage.max_steps)
         checks_file.write_text(json.dumps(self.generator_checks))
         return model
@@ -317,8 +317,7 @@ class Pipeline:
         summary = {
             "task": cfg.task, "output_dir": str(self.out), "minutes": round((time.time() - t_start) / 60, 1),
             "stage_seconds": self.timings,
-            "stage_seconds_all_runs": json.loads((self.out / "stage_seconds.json").read_text())
-            if (self.out / "stage_seconds.json").is_file() else {},
+            "stage_seconds_all_runs": self.ledger,
             "generator_checks": self.generator_checks,
             "sets": {key: {"description": r["description"], "table": markdown_table(r),
                            "candidate_accuracy": r["baselines"]["first_sample"][0],
