@@ -4,7 +4,8 @@
              (one prefill per prompt, K rows decoded together) vs. a naive loop: transformers
              `generate(num_return_sequences=K)` one request at a time + one forward per sample.
 2. service:  the same workload through the Ray service over HTTP (1, 8, 32 concurrent clients,
-             one item per request) vs. the verifier called directly with the same batch size;
+             one item per request) vs. the verifier called directly with the same batch size and
+             torch threads (all cores, and 1 so the service's own processes have a core);
              verifications/s and p50/p99 request latency.
 3. training: joint-loss SFT tokens/s with DeepSpeed ZeRO-2 on 1 and 2 workers vs. plain PyTorch on
              1 worker, same model, data and micro-batch.
@@ -42,6 +43,12 @@ class BenchConfig:
     service_k: int = option(8, help="CoT K for the service benchmark")
     service_pairs: int = option(128, help="distinct pairs sent through the service (several batches' worth, so "
                                           "the partial first batch of a burst does not dominate)")
+    service_threads: list[int] = option(
+        [0, 1], help="torch threads of the verifier, direct and in the replica (0 = all cores). With all cores the "
+                     "HTTP front, Ray and the clients take CPU from the verifier; with 1 they have the other cores, "
+                     "as on a node whose verifier has its own GPU")
+    service_max_wait_ms: float = option(100.0, help="router: longest wait for a partial batch when the replica is idle")
+    service_batch_gap_ms: float = option(20.0, help="router: a partial batch leaves once no request came for this long")
     train_steps: int = option(40, help="timed training steps (after 5 warm-up steps)")
     train_micro_batch: int = option(16, help="micro-batch per worker")
     out_dir: str = option("runs/bench", help="JSON results")
@@ -51,6 +58,9 @@ class BenchConfig:
     def __post_init__(self):
         if not Path(self.model).joinpath("config.json").is_file():
             raise ValueError(f"bench model {self.model!r} not found: run `make demo` first or set model=DIR")
+        if any(t < 0 for t in self.service_threads) or any(c < 1 for c in self.concurrency):
+            raise ValueError(f"service_threads must be >= 0 (0 = all cores) and concurrency >= 1, got "
+                             f"{self.service_threads} and {self.concurrency}")
 
 
 def hardware() -> dict:
@@ -163,64 +173,87 @@ def bench_scoring(cfg: BenchConfig, pairs) -> dict:
 
 
 # ---- 2. service ----------------------------------------------------------------------------------
+def _direct_rate(verifier, pairs, batch_size) -> float:
+    t0 = time.perf_counter()
+    for i in range(0, len(pairs), batch_size):
+        verifier.score(pairs[i:i + batch_size])
+    return len(pairs) / (time.perf_counter() - t0)
+
+
 def bench_service(cfg: BenchConfig, pairs) -> dict:
+    """For each thread budget: the verifier called directly (before and after the HTTP runs, to see
+    the drift of a shared machine), then the HTTP service at each concurrency.
+
+    Clients are the project's `RewardClient` (one per client thread, keep-alive connections), as an
+    RL trainer would hold one; a fresh connection per request would measure TLS-context and socket
+    set-up in httpx, not the service."""
     import concurrent.futures as cf
     import socket
+    import threading
 
-    import httpx
     import torch
 
     from genrm_rl.config import from_dict
     from genrm_rl.ray_utils import ensure_ray
     from genrm_rl.verifier import GenerativeVerifier, VerifierConfig
+    from reward.client import RewardClient
     from reward.config import ServeConfig
     from reward.service import start_service
 
-    vcfg = {"model": cfg.model, "mode": "cot", "k": cfg.service_k, "batch_size": cfg.batch_size,
-            "max_new_tokens": cfg.max_new_tokens, "device": "cpu", "seed": cfg.seed}
-    direct = GenerativeVerifier(VerifierConfig(**vcfg))
-    direct.score(pairs[:2])
-    t0 = time.perf_counter()
-    for i in range(0, len(pairs), cfg.batch_size):
-        direct.score(pairs[i:i + cfg.batch_size])
-    direct_vps = len(pairs) / (time.perf_counter() - t0)
-    del direct
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     ensure_ray()
-    # the replica gets the same number of torch threads as the direct run above had, and one batch
-    # at a time so that batches fill while it computes (throughput, not latency, is measured here)
-    service = start_service(from_dict(ServeConfig, {
-        "verifier": vcfg, "num_replicas": 1, "replica_cpus": float(torch.get_num_threads()),
-        "max_batch_size": cfg.batch_size, "max_inflight_per_replica": 1,
-        "max_wait_ms": 20, "port": port, "cache_size": 0, "router_name": "bench_router"}))
-    rows = {"direct_verifications_per_s": direct_vps}
-    try:
-        url = service.url + "/score"
-        httpx.post(url, json={"items": [{"question": q, "solution": s} for q, s in pairs[:2]]}, timeout=600)
+    default_threads = torch.get_num_threads()
+    rows = {}
+    for threads in cfg.service_threads:
+        threads = threads or default_threads
+        vcfg = {"model": cfg.model, "mode": "cot", "k": cfg.service_k, "batch_size": cfg.batch_size,
+                "max_new_tokens": cfg.max_new_tokens, "device": "cpu", "seed": cfg.seed}
+        torch.set_num_threads(threads)
+        direct = GenerativeVerifier(VerifierConfig(**vcfg))
+        direct.score(pairs[:2])
+        direct_before = _direct_rate(direct, pairs, cfg.batch_size)
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        # one batch at a time at the replica, so that batches fill while it computes (throughput,
+        # not latency, is measured here); the replica gets the same torch threads as the direct run
+        service = start_service(from_dict(ServeConfig, {
+            "verifier": vcfg, "num_replicas": 1, "replica_cpus": float(threads), "max_batch_size": cfg.batch_size,
+            "max_inflight_per_replica": 1, "max_wait_ms": cfg.service_max_wait_ms,
+            "batch_gap_ms": cfg.service_batch_gap_ms, "port": port, "cache_size": 0,
+            "router_name": "bench_router"}))
+        row = {"threads": threads, "direct_before_verifications_per_s": direct_before}
+        try:
+            RewardClient(service.url, timeout=600).score([{"question": q, "solution": s} for q, s in pairs[:2]])
+            for conc in cfg.concurrency:
+                latencies, local = [], threading.local()
+
+                def one(pair, latencies=latencies, local=local, url=service.url):
+                    if not hasattr(local, "client"):
+                        local.client = RewardClient(url, timeout=600)
+                    t = time.perf_counter()
+                    local.client.score([{"question": pair[0], "solution": pair[1]}])
+                    latencies.append(time.perf_counter() - t)
+
+                t0 = time.perf_counter()
+                with cf.ThreadPoolExecutor(conc) as pool:
+                    list(pool.map(one, pairs))
+                dt = time.perf_counter() - t0
+                lat = sorted(latencies)
+                row[f"http_c{conc}"] = {
+                    "verifications_per_s": len(pairs) / dt, "ok": len(lat), "latency_p50_s": lat[len(lat) // 2],
+                    "latency_p99_s": lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+                }
+        finally:
+            service.shutdown()
+        row["direct_after_verifications_per_s"] = _direct_rate(direct, pairs, cfg.batch_size)
+        row["direct_verifications_per_s"] = (direct_before + row["direct_after_verifications_per_s"]) / 2
         for conc in cfg.concurrency:
-            latencies = []
-
-            def one(pair, latencies=latencies):
-                t = time.perf_counter()
-                r = httpx.post(url, json={"items": [{"question": pair[0], "solution": pair[1]}]}, timeout=600)
-                latencies.append(time.perf_counter() - t)
-                return r.status_code
-
-            t0 = time.perf_counter()
-            with cf.ThreadPoolExecutor(conc) as pool:
-                codes = list(pool.map(one, pairs))
-            dt = time.perf_counter() - t0
-            lat = sorted(latencies)
-            rows[f"http_c{conc}"] = {
-                "verifications_per_s": len(pairs) / dt, "ok": codes.count(200), "latency_p50_s": lat[len(lat) // 2],
-                "latency_p99_s": lat[min(len(lat) - 1, int(0.99 * len(lat)))],
-                "fraction_of_direct": len(pairs) / dt / direct_vps,
-            }
-    finally:
-        service.shutdown()
+            row[f"http_c{conc}"]["fraction_of_direct"] = (row[f"http_c{conc}"]["verifications_per_s"]
+                                                          / row["direct_verifications_per_s"])
+        rows[f"threads_{threads}"] = row
+        del direct
+    torch.set_num_threads(default_threads)
     return rows
 
 
@@ -263,7 +296,6 @@ def run_bench(cfg: BenchConfig) -> dict:
     if "scoring" in cfg.which:
         result["scoring"] = bench_scoring(cfg, pairs)
     if "service" in cfg.which:
-        ensure_ray()
         result["service"] = bench_service(cfg, workload(cfg, cfg.service_pairs))
     if "training" in cfg.which:
         ensure_ray()
@@ -292,13 +324,19 @@ def markdown(r: dict) -> str:
                          f"{s.get('naive_tokens_per_s', float('nan')):.0f} |")
         lines.append("")
     if "service" in r:
-        d = r["service"]["direct_verifications_per_s"]
-        lines += [f"Service (CoT K={r['config']['service_k']}, {r['config']['service_pairs']} pairs): verifier called directly {d:.2f} verif/s.", "",
-                  "| HTTP clients | verif/s | of direct | p50 latency s | p99 latency s |", "|---|---|---|---|---|"]
-        for name, s in r["service"].items():
-            if name.startswith("http_c"):
-                lines.append(f"| {name[6:]} | {s['verifications_per_s']:.2f} | **{100 * s['fraction_of_direct']:.0f}%** | "
-                             f"{s['latency_p50_s']:.2f} | {s['latency_p99_s']:.2f} |")
+        lines += [f"Service (CoT K={r['config']['service_k']}, {r['config']['service_pairs']} distinct pairs, one per "
+                  "request, keep-alive clients): HTTP verif/s as a share of the verifier called directly (mean of "
+                  "before and after the HTTP runs) with the same threads and batch size.", "",
+                  "| torch threads | direct verif/s (before / after) | HTTP clients | verif/s | of direct | p50 latency s | p99 latency s |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in r["service"].values():
+            direct = (f"{row['direct_verifications_per_s']:.2f} ({row['direct_before_verifications_per_s']:.2f} / "
+                      f"{row['direct_after_verifications_per_s']:.2f})")
+            for name, s in row.items():
+                if name.startswith("http_c"):
+                    lines.append(f"| {row['threads']} | {direct} | {name[6:]} | {s['verifications_per_s']:.2f} | "
+                                 f"**{100 * s['fraction_of_direct']:.0f}%** | {s['latency_p50_s']:.2f} | "
+                                 f"{s['latency_p99_s']:.2f} |")
         lines.append("")
     if "training" in r:
         t = r["training"]

@@ -15,7 +15,9 @@ class ServeConfig:
     replica_cpus: float = option(1.0, help="CPUs reserved per replica")
     replica_gpus: float = option(0.0, help="GPUs per replica (1 on GPU nodes)")
     max_batch_size: int = option(32, help="most (question, solution) pairs per replica call")
-    max_wait_ms: float = option(10.0, help="how long a partial batch waits for more requests")
+    max_wait_ms: float = option(10.0, help="longest a partial batch waits for more requests")
+    batch_gap_ms: float = option(5.0, help="a partial batch is sent once no request has arrived for this long "
+                                           "(a lone request does not wait the whole max_wait_ms)")
     max_inflight_per_replica: int = option(2, help="batches queued at one replica (2 overlaps transfer and compute)")
     cache_size: int = option(100_000, help="cached scores (LRU; 0 disables the cache)")
     request_timeout_s: float = option(600.0, help="a request not answered by then fails with a timeout error")
@@ -26,6 +28,8 @@ class ServeConfig:
     http: bool = option(True, help="start the HTTP front (Ray Serve)")
     host: str = option("127.0.0.1", help="HTTP bind address (loopback unless told otherwise)")
     port: int = option(8000, help="HTTP port")
+    access_log: bool = option(False, help="log every HTTP request (Ray Serve access log); off by default because at "
+                                            "RL request rates the log lines cost CPU the verifier needs")
     auth_token: str = option("", help="if set, requests need 'Authorization: Bearer <token>'")
     max_body_bytes: int = option(8 * 1024 * 1024, help="largest request body")
     max_items: int = option(1024, help="most items in one request")
@@ -36,8 +40,9 @@ class ServeConfig:
                      "max_inflight_per_replica"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_wait_ms < 0 or self.request_timeout_s <= 0:
-            raise ValueError("max_wait_ms must be >= 0 and request_timeout_s > 0")
+        if self.max_wait_ms < 0 or self.batch_gap_ms <= 0 or self.request_timeout_s <= 0:
+            raise ValueError(f"need max_wait_ms >= 0, batch_gap_ms > 0 and request_timeout_s > 0, got "
+                             f"{self.max_wait_ms}, {self.batch_gap_ms} and {self.request_timeout_s}")
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         if self.http and not self.verifier.model:

@@ -108,6 +108,8 @@ class RewardHTTP:
 def start_http(cfg: ServeConfig, app_name: str = "genrm_reward") -> str:
     from genrm_rl.config import to_dict
 
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    serve.run(RewardHTTP.bind(to_dict(cfg)), name=app_name, route_prefix="/", blocking=False)
+    logging_config = {"enable_access_log": cfg.access_log}
+    serve.start(http_options={"host": cfg.host, "port": cfg.port}, logging_config=logging_config)
+    serve.run(RewardHTTP.bind(to_dict(cfg)), name=app_name, route_prefix="/", blocking=False,
+              logging_config=logging_config)
     return f"http://{cfg.host}:{cfg.port}"

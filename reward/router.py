@@ -4,9 +4,10 @@ Why a router of our own rather than only Ray Serve's replica routing: GenRM-CoT 
 batching matters (one prefill per prompt, K rationales decoded together), identical
 (question, solution) pairs are common in RL (the same completion sampled twice, retries), and a
 replica that dies mid-batch must not lose or double-answer a request. So the router
-- queues items and forms batches per (mode, k) of up to `max_batch_size`, waiting at most
-  `max_wait_ms` for a batch to fill, and only when a replica has a free slot (so batches grow
-  under load instead of piling up at a busy replica);
+- queues items and forms batches per (mode, k) of up to `max_batch_size`, waiting for a batch to
+  fill while requests keep arriving (at most `max_wait_ms`, and no longer than `batch_gap_ms`
+  after the last arrival), and only when a replica has a free slot (so batches grow under load
+  instead of piling up at a busy replica);
 - de-duplicates identical items across concurrent requests (one computation, many waiters) and
   caches results (LRU, keyed by model revision, mode, K, sampling settings and the text);
 - sends each batch to the least-loaded live replica; if that replica dies, marks it dead, starts
@@ -226,10 +227,13 @@ class RewardRouter:
         def compatible() -> int:
             return sum(1 for p in self.pending if p.mode == head.mode and p.k == head.k)
 
+        # a burst keeps arriving a few ms apart: wait while it does (up to max_wait_ms), but not for
+        # a lone request, which is sent once no other has come for batch_gap_ms
+        gap = self.cfg.batch_gap_ms / 1000
         while compatible() < self.cfg.max_batch_size and (remaining := deadline - loop.time()) > 0:
             self._work.clear()
             try:
-                await asyncio.wait_for(self._work.wait(), remaining)
+                await asyncio.wait_for(self._work.wait(), min(remaining, gap))
             except TimeoutError:
                 break
         batch, rest = [], []

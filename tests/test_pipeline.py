@@ -58,11 +58,11 @@ def test_benchmarks_smoke(ray_session, trained_verifier_dir, tmp_path):
 
     md = tmp_path / "BENCH.md"
     cfg = BenchConfig(model=trained_verifier_dir, num_pairs=4, ks=[2], batch_size=4, max_new_tokens=24,
-                      naive_pairs=2, concurrency=[1, 4], service_k=2, service_pairs=6, train_steps=6, train_micro_batch=4,
+                      naive_pairs=2, concurrency=[1, 4], service_k=2, service_pairs=6, service_threads=[1], train_steps=6, train_micro_batch=4,
                       out_dir=str(tmp_path / "bench"), markdown=str(md))
     result = run_bench(cfg)
     assert result["scoring"]["cot_k2"]["speedup_verifications"] > 0
-    assert result["service"]["http_c4"]["ok"] == 6  # service_pairs, not num_pairs
+    assert result["service"]["threads_1"]["http_c4"]["ok"] == 6  # service_pairs, not num_pairs
     assert result["training"]["deepspeed_zero2_2w"]["workers"] == 2
     text = md.read_text()
     assert "speedup" in text and "DeepSpeed ZeRO-2 (1 worker) / plain PyTorch" in text

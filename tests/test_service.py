@@ -269,3 +269,36 @@ def test_request_timeout_is_a_clear_error(ray_session, tiny_model_dir):
             service.client().score(items(4))
     finally:
         service.shutdown()
+
+
+def test_batch_window_waits_for_a_burst_but_not_for_a_lone_request(ray_session, tiny_model_dir):
+    """max_wait_ms is long (20 s): a burst of single-item requests still leaves as one batch once
+    arrivals stop for batch_gap_ms, and a lone request is sent after the gap, not the whole wait."""
+    import ray
+
+    from genrm_rl.config import from_dict
+    from reward.config import ServeConfig
+    from reward.service import start_service
+
+    with pytest.raises(ValueError, match="batch_gap_ms > 0"):
+        from_dict(ServeConfig, {"verifier": {"model": tiny_model_dir}, "batch_gap_ms": 0})
+    cfg = from_dict(ServeConfig, {
+        "verifier": {"model": tiny_model_dir, "mode": "direct", "batch_size": 8}, "num_replicas": 1,
+        "replica_cpus": 0.25, "max_batch_size": 8, "max_wait_ms": 20_000, "batch_gap_ms": 1_000,
+        "max_inflight_per_replica": 1, "http": False, "router_name": "test_window_router", "cache_size": 0,
+    })
+    service = start_service(cfg)
+    client = service.client()
+    try:
+        t0 = time.monotonic()
+        assert len(client.score(items(1, tag="lone"))) == 1
+        assert time.monotonic() - t0 < 10, "a lone request waited for max_wait_ms"
+        before = ray.get(service.router.get_metrics.remote())
+        burst = items(6, tag="burst")
+        with cf.ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda item: client.score([item]), burst))
+        after = ray.get(service.router.get_metrics.remote())
+        assert all(len(a) == 1 for a in answers)
+        assert after["batches"] - before["batches"] == 1 and after["batch_size_max"] == 6
+    finally:
+        service.shutdown()
