@@ -58,8 +58,11 @@ class ReproduceConfig:
     generator_max_extensions: int = option(2, help="how many times training may be extended")
     verifier_train_problems: int = option(1000, help="train problems the generator samples candidates for")
     verifier_samples_per_problem: int = option(4, help="generator samples per problem (verifier training data)")
-    verifiers: list[str] = option(["genrm_cot", "genrm_direct", "orm"], help="verifiers to train and compare")
+    verifiers: list[str] = option(["genrm_cot", "genrm_direct", "orm"],
+                                  help="verifiers to train and compare: genrm_cot, genrm_direct, orm, dpo")
     verifier_stage: StageConfig = option(StageConfig, help="verifier training (all objectives)")
+    dpo_lr: float = option(5e-4, help="DPO baseline learning rate (the other verifier_stage settings are shared)")
+    dpo_beta: float = option(0.1, help="DPO baseline β")
     cot_k: int = option(4, help="GenRM-CoT rationales per candidate (K)")
     cot_temperature: float = option(1.0, help="GenRM-CoT sampling temperature")
     cot_max_new_tokens: int = option(160, help="longest rationale before the verdict is forced")
@@ -80,8 +83,8 @@ class ReproduceConfig:
         if not task.lengths:
             raise ValueError(f"task {self.task!r} has no generator; reproduce supports last_letter and word_sort")
         for name in self.verifiers:
-            if name not in ("genrm_cot", "genrm_direct", "orm"):
-                raise ValueError(f"unknown verifier {name!r}; choose from genrm_cot, genrm_direct, orm")
+            if name not in MODES:
+                raise ValueError(f"unknown verifier {name!r}; choose from {', '.join(MODES)}")
         if self.n < 1 or self.num_test_problems < 1 or self.num_val_problems < 1:
             raise ValueError("n, num_test_problems and num_val_problems must be >= 1")
         if self.n_oracle < 2:
@@ -91,7 +94,7 @@ class ReproduceConfig:
                 raise ValueError(f"split {stage.split!r} not in task {self.task!r} splits {sorted(task.lengths)}")
 
 
-MODES = {"genrm_cot": "cot", "genrm_direct": "direct", "orm": "orm"}
+MODES = {"genrm_cot": "cot", "genrm_direct": "direct", "orm": "orm", "dpo": "dpo"}
 
 
 class Pipeline:
@@ -128,11 +131,13 @@ class Pipeline:
                      "val_fraction": 0.02, "exclude_problems": [str(self.out / "data/val_problems.jsonl"),
                                                                 str(self.out / "data/test_problems.jsonl")]},
             "gen_weight": stage.gen_weight if objective.startswith("genrm") else 0.0,
-            "max_steps": stage.max_steps, "lr": stage.lr, "micro_batch_size": stage.micro_batch_size,
+            "max_steps": stage.max_steps, "lr": cfg.dpo_lr if objective == "dpo" else stage.lr,
+            "micro_batch_size": stage.micro_batch_size, "dpo_beta": cfg.dpo_beta,
             "warmup_ratio": stage.warmup_ratio, "log_every": 25, "checkpoint_every": max(stage.max_steps // 4, 50),
             "seed": cfg.seed, "launcher": "ray",
-            "ray": {"address": cfg.ray_address, "num_workers": cfg.num_workers, "use_gpu": cfg.use_gpu,
-                    "cpus_per_worker": cfg.cpus_per_worker},
+            # TRL's DPOTrainer runs as one Ray task
+            "ray": {"address": cfg.ray_address, "num_workers": 1 if objective == "dpo" else cfg.num_workers,
+                    "use_gpu": cfg.use_gpu, "cpus_per_worker": cfg.cpus_per_worker},
             "deepspeed": {"zero_stage": cfg.zero_stage},
         })
 

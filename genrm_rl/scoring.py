@@ -3,7 +3,8 @@
 GenRM's reward is the probability of " Yes" at the verdict position. We normalise over the two
 verdict tokens, p(Yes) / (p(Yes) + p(No)), so that probability mass on other tokens (which a
 fine-tuned verifier rarely puts there) cannot shrink every score. GenRM-CoT averages that number
-over K sampled rationales. The ORM's reward is sigmoid of its scalar head.
+over K sampled rationales. The ORM's reward is sigmoid of its scalar head. The DPO baseline's is
+sigmoid of the implicit reward beta * [log pi(y|x) - log pi_ref(y|x)].
 """
 
 from __future__ import annotations
@@ -63,6 +64,22 @@ def aggregate_votes(votes: Sequence[float]) -> float:
 
 def orm_probability(logit: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logit.float())
+
+
+def completion_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """Sum of log p(token) over the completion tokens of each row.
+
+    logits [B, T, V] from a forward over input_ids [B, T]; completion_mask [B, T] marks the tokens
+    whose probability counts (the prediction of token t comes from position t-1)."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    token_logp = logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    return (token_logp * completion_mask[:, 1:].to(token_logp.dtype)).sum(-1)
+
+
+def dpo_reward(policy_logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """The DPO verifier's score in (0, 1): sigmoid(beta * (log pi - log pi_ref)), in float64 so that
+    large implicit rewards still rank instead of all rounding to 1."""
+    return torch.sigmoid(beta * (policy_logp.double() - ref_logp.double()))
 
 
 def sample_next_token(

@@ -44,7 +44,8 @@ class VerifierConfig:
     """How to build a scorer. Shared by `score`, `serve`, `eval` and the RL reward function."""
 
     model: str = option("", help="HF model directory (or Hub id) of the verifier")
-    mode: Literal["direct", "cot", "orm"] = option("cot", help="direct GenRM, GenRM-CoT, or a scalar-head ORM")
+    mode: Literal["direct", "cot", "orm", "dpo"] = option(
+        "cot", help="direct GenRM, GenRM-CoT, a scalar-head ORM, or a DPO-trained model's implicit reward")
     k: int = option(8, help="CoT: rationales sampled per item (K=32 in the paper)")
     temperature: float = option(1.0, help="CoT: sampling temperature for rationales")
     top_p: float = option(1.0, help="CoT: nucleus sampling mass")
@@ -57,6 +58,7 @@ class VerifierConfig:
     seed: int = option(0, help="sampling seed (results are reproducible per batch composition)")
     return_rationales: bool = option(False, help="CoT: include rationale texts in results")
     max_input_chars: int = option(20000, help="reject question+solution longer than this")
+    ref_model: str = option("", help="dpo: reference model ('' = the one recorded in the model's genrm_rl.json)")
     vllm_gpu_memory_utilization: float = option(0.5, help="vLLM: fraction of accelerator memory")
     vllm_enforce_eager: bool = option(False, help="vLLM: disable CUDA graphs (needed on CPU)")
 
@@ -71,8 +73,8 @@ class VerifierConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.mode == "orm" and self.backend == "vllm":
-            raise ValueError("mode 'orm' runs on the transformers backend only (vLLM has no scalar-head scoring here)")
+        if self.mode in ("orm", "dpo") and self.backend == "vllm":
+            raise ValueError(f"mode {self.mode!r} runs on the transformers backend only (it needs no sampling)")
 
 
 Item = tuple[str, str]
@@ -168,6 +170,62 @@ class ORMScorer:
         return out
 
 
+class DPOScorer:
+    """The DPO baseline: score = sigmoid(beta * [log pi(solution | question) - log pi_ref(...)]).
+
+    The solution is scored as the completion DPO trained on: the generator prompt, then the solution
+    and EOS. beta and the reference model come from the `genrm_rl.json` written at training."""
+
+    def __init__(self, cfg: VerifierConfig):
+        import json
+        from pathlib import Path
+
+        from genrm_rl.modeling import load_causal_lm, load_tokenizer, resolve_device
+        from genrm_rl.prompts import get_prompt_format
+
+        meta_file = Path(cfg.model) / "genrm_rl.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        ref = cfg.ref_model or meta.get("ref_model", "")
+        if not ref:
+            raise ValueError(f"mode 'dpo' needs the reference model: set ref_model (no 'ref_model' in {meta_file})")
+        self.cfg, self.beta = cfg, float(meta.get("beta", 0.1))
+        self.fmt = get_prompt_format(cfg.prompt_format)
+        self.device = resolve_device(cfg.device)
+        self.tokenizer = load_tokenizer(cfg.model, padding_side="right")
+        self.policy = load_causal_lm(cfg.model, self.device, cfg.dtype)
+        self.ref = load_causal_lm(ref, self.device, cfg.dtype)
+
+    def score(self, items: Sequence[Item], mode: str | None = None, k: int | None = None) -> list[VerificationResult]:
+        import torch
+
+        from genrm_rl.scoring import completion_logprobs, dpo_reward
+
+        if mode not in (None, "dpo"):
+            raise ValueError(f"a DPO scorer only scores mode 'dpo', got {mode!r}")
+        validate_items(items, self.cfg.max_input_chars)
+        tok, out = self.tokenizer, []
+        eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+        for start in range(0, len(items), self.cfg.batch_size):
+            rows = []
+            for q, s in items[start:start + self.cfg.batch_size]:
+                prompt = tok(self.fmt.generation(q), add_special_tokens=False).input_ids
+                rows.append((prompt, tok(s, add_special_tokens=False).input_ids + eos))
+            width = max(len(p) + len(c) for p, c in rows)
+            ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+            mask, completion = torch.zeros_like(ids), torch.zeros_like(ids)
+            for i, (p, c) in enumerate(rows):
+                ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+                mask[i, : len(p) + len(c)] = 1
+                completion[i, len(p): len(p) + len(c)] = 1
+            ids, mask, completion = ids.to(self.device), mask.to(self.device), completion.to(self.device)
+            with torch.no_grad():
+                logp = completion_logprobs(self.policy(input_ids=ids, attention_mask=mask).logits, ids, completion)
+                ref_logp = completion_logprobs(self.ref(input_ids=ids, attention_mask=mask).logits, ids, completion)
+            for score, (p, c) in zip(dpo_reward(logp, ref_logp, self.beta).tolist(), rows, strict=True):
+                out.append(VerificationResult(score, [score], "dpo", prompt_tokens=len(p) + len(c)))
+        return out
+
+
 def orm_input(fmt, question: str, solution: str) -> str:
     """The ORM sees what the generator saw plus the solution (no verification cue)."""
     return fmt.generation(question) + solution
@@ -178,4 +236,4 @@ def build_scorer(cfg: VerifierConfig):
     return SCORERS[cfg.mode](cfg)
 
 
-SCORERS = {"direct": GenerativeVerifier, "cot": GenerativeVerifier, "orm": ORMScorer}
+SCORERS = {"direct": GenerativeVerifier, "cot": GenerativeVerifier, "orm": ORMScorer, "dpo": DPOScorer}

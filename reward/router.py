@@ -314,9 +314,10 @@ class RewardRouter:
 
     def _resolve_mode(self, mode: str | None, k: int | None) -> tuple[str, int]:
         mode = mode or self.vcfg.mode
-        if mode not in ("direct", "cot", "orm"):
-            raise ServiceError(422, f"'mode' must be 'direct', 'cot' or 'orm', got {mode!r}")
-        if (mode == "orm") != (self.vcfg.mode == "orm"):
+        if mode not in ("direct", "cot", "orm", "dpo"):
+            raise ServiceError(422, f"'mode' must be 'direct', 'cot', 'orm' or 'dpo', got {mode!r}")
+        # direct and cot share a model; the ORM and the DPO baseline are models of their own
+        if mode != self.vcfg.mode and {mode, self.vcfg.mode} - {"direct", "cot"}:
             raise ServiceError(422, f"this service hosts a {self.vcfg.mode!r} verifier; mode {mode!r} is not available")
         if k is not None and (not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 256):
             raise ServiceError(422, f"'k' must be an integer in 1..256, got {k!r}")

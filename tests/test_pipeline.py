@@ -68,14 +68,14 @@ def test_benchmarks_smoke(ray_session, trained_verifier_dir, tmp_path):
     assert "speedup" in text and "DeepSpeed ZeRO-2 (1 worker) / plain PyTorch" in text
 
 
-def test_gpu_benchmark_script_smoke():
-    # a process group created earlier in this session leaves its rendezvous vars in os.environ
-    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE",
-                                                             "LOCAL_RANK")}
+def test_gpu_benchmark_script_smoke(trained_verifier_dir):
+    # the verifier was trained in this process (launcher local): its process group must not leave a
+    # rendezvous address behind, or the subprocess below would try to join it
+    assert not {"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE"} & set(os.environ)
     proc = subprocess.run([sys.executable, "-m", "bench.gpu_gemma2b", "--shape", "tiny", "--device", "cpu",
                            "--dtype", "float32", "--new-tokens", "8", "--prompts", "2", "--k", "2",
                            "--train-steps", "2", "--micro-batch", "2", "--seq-len", "32"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert result["decode"]["batch4"]["rows"] == 4 and result["train"]["tokens_per_s"] > 0

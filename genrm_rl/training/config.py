@@ -8,7 +8,7 @@ from typing import Literal
 from genrm_rl.config import option
 from genrm_rl.training.data import TrainDataConfig
 
-OBJECTIVES = ("genrm_cot", "genrm_direct", "orm", "generator")
+OBJECTIVES = ("genrm_cot", "genrm_direct", "orm", "generator", "dpo")
 
 
 @dataclasses.dataclass
@@ -43,8 +43,8 @@ class DeepSpeedOptions:
 
 @dataclasses.dataclass
 class TrainConfig:
-    objective: Literal["genrm_cot", "genrm_direct", "orm", "generator"] = option(
-        "genrm_cot", help="genrm_cot / genrm_direct (+ λ generation), orm baseline, or the generator")
+    objective: Literal["genrm_cot", "genrm_direct", "orm", "generator", "dpo"] = option(
+        "genrm_cot", help="genrm_cot / genrm_direct (+ λ generation), orm or dpo baseline, or the generator")
     model: str = option("", help="initial model directory (HF format)")
     output_dir: str = option("runs/train", help="checkpoints, metrics and the exported model/ go here")
     data: TrainDataConfig = option(TrainDataConfig, help="training data")
@@ -70,6 +70,7 @@ class TrainConfig:
     tensorboard: bool = option(True, help="write TensorBoard events to <output_dir>/tb")
     torch_threads: int = option(0, help="CPU threads per worker (0 = CPUs reserved per worker)")
     export: bool = option(True, help="export the final model as a HF directory <output_dir>/model")
+    dpo_beta: float = option(0.1, help="dpo: β of the DPO loss and of the implicit reward the verifier scores with")
 
     def __post_init__(self):
         if not self.model:
@@ -82,5 +83,10 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.gen_weight < 0:
             raise ValueError(f"gen_weight (λ) must be >= 0, got {self.gen_weight}")
+        if self.objective == "dpo" and (self.launcher == "ray" and self.ray.num_workers != 1):
+            raise ValueError("objective 'dpo' trains with TRL's DPOTrainer as one Ray task: set ray.num_workers=1 "
+                             "(several GPUs: launcher=local under `accelerate launch`)")
+        if self.dpo_beta <= 0:
+            raise ValueError(f"dpo_beta must be > 0, got {self.dpo_beta}")
         if self.engine == "torch" and self.deepspeed.zero_stage == 3:
             raise ValueError("engine 'torch' has no ZeRO-3; use engine 'deepspeed'")

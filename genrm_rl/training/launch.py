@@ -55,6 +55,11 @@ def run_training(cfg: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, out / "config.yaml")
     t0 = time.time()
+    if cfg.objective == "dpo":
+        result = _run_dpo(cfg)
+        result["seconds"] = round(time.time() - t0, 1)
+        (out / "result.json").write_text(json.dumps(result, indent=2))
+        return result
     train, val, stats, pos_weight = prepare_data(cfg)
     log.info("data for %s: %d train / %d val examples %s", cfg.objective, len(train), len(val), stats.as_dict())
     (out / "data_stats.json").write_text(json.dumps({**stats.as_dict(), "train": len(train), "val": len(val)}, indent=2))
@@ -76,6 +81,25 @@ def run_training(cfg: TrainConfig) -> dict:
     result["seconds"] = round(time.time() - t0, 1)
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _run_dpo(cfg: TrainConfig) -> dict:
+    from genrm_rl.training.dpo import preference_pairs, train_dpo
+
+    rows, stats = preference_pairs(cfg)
+    if not rows:
+        raise ValueError(f"no preference pairs for DPO: a question needs a correct and an incorrect solution ({stats})")
+    log.info("DPO data: %s", stats)
+    (Path(cfg.output_dir) / "data_stats.json").write_text(json.dumps(stats, indent=2))
+    if cfg.launcher == "local":
+        return train_dpo(to_dict(cfg), rows, stats)
+    import ray
+
+    from genrm_rl.ray_utils import ensure_ray
+
+    ensure_ray(cfg.ray.address)
+    task = ray.remote(train_dpo).options(num_cpus=cfg.ray.cpus_per_worker, num_gpus=1 if cfg.ray.use_gpu else 0)
+    return ray.get(task.remote(to_dict(cfg), rows, stats))
 
 
 def _total_steps(cfg: TrainConfig, n_train: int, world: int, epoch_shard) -> int:

@@ -30,15 +30,17 @@ def _dist_info() -> tuple[int, int, int]:
 
 
 def _init_distributed(on_gpu: bool) -> None:
-    """Ray Train has already created the process group; `deepspeed`/`torchrun` set env vars only."""
+    """Ray Train has already created the process group; `deepspeed`/`torchrun` set env vars only;
+    a single process started without a launcher gets a private rendezvous, so no MASTER_ADDR/PORT
+    is left in os.environ for processes it starts later."""
     if torch.distributed.is_initialized():
         return
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    os.environ.setdefault("RANK", "0")
-    os.environ.setdefault("WORLD_SIZE", "1")
-    os.environ.setdefault("LOCAL_RANK", "0")
-    torch.distributed.init_process_group("nccl" if on_gpu else "gloo")
+    backend = "nccl" if on_gpu else "gloo"
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        torch.distributed.init_process_group(backend)
+        return
+    os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed's engine reads it from the environment
+    torch.distributed.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
 
 
 def _free_port() -> int:
