@@ -59,7 +59,8 @@ class ReproduceConfig:
     verifier_train_problems: int = option(1000, help="train problems the generator samples candidates for")
     verifier_samples_per_problem: int = option(4, help="generator samples per problem (verifier training data)")
     verifiers: list[str] = option(["genrm_cot", "genrm_direct", "orm"],
-                                  help="verifiers to train and compare: genrm_cot, genrm_direct, orm, dpo")
+                                  help="verifiers to train and compare: genrm_cot, genrm_direct, orm, dpo, "
+                                       "llm_judge (the generator prompted as a judge, untrained)")
     verifier_stage: StageConfig = option(StageConfig, help="verifier training (all objectives)")
     dpo_lr: float = option(5e-4, help="DPO baseline learning rate (the other verifier_stage settings are shared)")
     dpo_beta: float = option(0.1, help="DPO baseline β")
@@ -94,7 +95,7 @@ class ReproduceConfig:
                 raise ValueError(f"split {stage.split!r} not in task {self.task!r} splits {sorted(task.lengths)}")
 
 
-MODES = {"genrm_cot": "cot", "genrm_direct": "direct", "orm": "orm", "dpo": "dpo"}
+MODES = {"genrm_cot": "cot", "genrm_direct": "direct", "orm": "orm", "dpo": "dpo", "llm_judge": "direct"}
 
 
 class Pipeline:
@@ -305,7 +306,10 @@ class Pipeline:
         self.sample(generator, "val", cfg.n)
         self.sample(generator, "test", cfg.n)
         self.oracle_candidates()
-        verifiers = {name: self.train(name, generator, cfg.verifier_stage, name, [str(train_cands)])
+        # llm_judge is the paper's LLM-as-a-judge baseline: the generator itself, never trained to
+        # verify, asked the same "Is the answer correct (Yes/No)?" and scored by p(Yes)
+        verifiers = {name: generator if name == "llm_judge" else
+                     self.train(name, generator, cfg.verifier_stage, name, [str(train_cands)])
                      for name in cfg.verifiers}
         # evaluation sets: (name, candidates file stem, n_max, description)
         sets = [("indist", "val", cfg.n, "held-out 2-4 words, generator candidates (in distribution)"),

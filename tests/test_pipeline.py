@@ -26,20 +26,22 @@ def test_reproduce_smoke(ray_session, tmp_path):
         "verifier_stage": {"num_problems": 40, "max_steps": 6, "micro_batch_size": 8},
         "cot_k": 2, "cot_max_new_tokens": 24, "num_workers": 1, "cpus_per_worker": 0.5,
         "num_replicas": 1, "replica_cpus": 0.25, "score_batch_size": 8,
+        "verifiers": ["genrm_cot", "genrm_direct", "orm", "llm_judge"],
     })
     summary = Pipeline(cfg).run()
     out = tmp_path / "run"
     report = json.loads((out / "bon_ood.json").read_text())
-    assert report["n"] == [1, 2, 4] and set(report["methods"]) == {"genrm_cot", "genrm_direct", "orm"}
+    assert report["n"] == [1, 2, 4] and set(report["methods"]) == {"genrm_cot", "genrm_direct", "orm", "llm_judge"}
     assert report["num_candidates"] == 16
     assert (out / "bon_ood.png").is_file() and "| genrm_cot (Best-of-N)" in (out / "bon_ood.md").read_text()
     oracle = json.loads((out / "bon_ood_oracle.json").read_text())
     assert oracle["n"] == [1, 2, 3] and oracle["baselines"]["pass_at_n"][-1] == 100.0  # one correct per problem
     assert len((out / "data" / "train_candidates.jsonl").read_text().splitlines()) == 20
     for stem, count in (("test", 16), ("val", 12), ("oracle", 12)):
-        for name in ("genrm_cot", "genrm_direct", "orm"):
+        for name in ("genrm_cot", "genrm_direct", "orm", "llm_judge"):
             assert len((out / "scores" / f"{stem}_{name}.jsonl").read_text().splitlines()) == count
     assert set(summary["sets"]) == {"indist", "ood", "ood_oracle"}
+    assert not (out / "llm_judge").exists()  # the judge is the generator, prompted, never trained
     # the generator missed its (impossible) accuracy bar once and was resumed for 3 more steps
     assert [c["steps"] for c in summary["generator_checks"]] == [6, 9]
     starts = [json.loads(line) for line in (out / "generator" / "metrics.jsonl").read_text().splitlines()
