@@ -202,11 +202,11 @@ def bench_service(cfg: BenchConfig, pairs) -> dict:
 
     ensure_ray()
     default_threads = torch.get_num_threads()
+    vcfg = {"model": cfg.model, "mode": "cot", "k": cfg.service_k, "batch_size": cfg.batch_size,
+            "max_new_tokens": cfg.max_new_tokens, "device": "cpu", "seed": cfg.seed}
     rows = {}
     for threads in cfg.service_threads:
         threads = threads or default_threads
-        vcfg = {"model": cfg.model, "mode": "cot", "k": cfg.service_k, "batch_size": cfg.batch_size,
-                "max_new_tokens": cfg.max_new_tokens, "device": "cpu", "seed": cfg.seed}
         torch.set_num_threads(threads)
         direct = GenerativeVerifier(VerifierConfig(**vcfg))
         direct.score(pairs[:2])

@@ -29,6 +29,8 @@ import os
 import time
 from pathlib import Path
 
+from genrm_rl.verifier import SCORERS
+
 log = logging.getLogger("genrm_rl.reward")
 
 
@@ -314,8 +316,8 @@ class RewardRouter:
 
     def _resolve_mode(self, mode: str | None, k: int | None) -> tuple[str, int]:
         mode = mode or self.vcfg.mode
-        if mode not in ("direct", "cot", "orm", "dpo"):
-            raise ServiceError(422, f"'mode' must be 'direct', 'cot', 'orm' or 'dpo', got {mode!r}")
+        if mode not in SCORERS:
+            raise ServiceError(422, f"'mode' must be one of {sorted(SCORERS)}, got {mode!r}")
         # direct and cot share a model; the ORM and the DPO baseline are models of their own
         if mode != self.vcfg.mode and {mode, self.vcfg.mode} - {"direct", "cot"}:
             raise ServiceError(422, f"this service hosts a {self.vcfg.mode!r} verifier; mode {mode!r} is not available")

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import collections
 import json
-import logging
 import time
 from pathlib import Path
-
-log = logging.getLogger("genrm_rl.train")
 
 
 def preference_pairs(cfg) -> tuple[list[dict], dict]:
@@ -41,7 +38,8 @@ def preference_pairs(cfg) -> tuple[list[dict], dict]:
             no_correct += 1  # nothing to prefer: such a question teaches DPO nothing
             continue
         for i, rejected in enumerate(groups[False]):
-            rows.append({"question": question, "prompt": fmt.generation(question), "chosen": groups[True][i % len(groups[True])],
+            chosen = groups[True][i % len(groups[True])]
+            rows.append({"question": question, "prompt": fmt.generation(question), "chosen": chosen,
                          "rejected": rejected})
     rng.shuffle(rows)
     return rows, {"pairs": len(rows), "questions": len(by_question), "skipped_no_correct": no_correct}
@@ -79,7 +77,8 @@ def train_dpo(cfg_dict: dict, rows: list[dict], stats: dict) -> dict:
         max_grad_norm=cfg.max_grad_norm, max_length=cfg.data.max_length, logging_steps=cfg.log_every,
         save_strategy="no", report_to=[], seed=cfg.seed, use_cpu=not on_gpu, bf16=on_gpu, disable_tqdm=False,
     )
-    trainer = DPOTrainer(model=cfg.model, args=args, train_dataset=Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]), processing_class=tokenizer,
+    dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+    trainer = DPOTrainer(model=cfg.model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=[JsonlMetrics()])
     t0 = time.time()
     trainer.train()

@@ -45,8 +45,6 @@ def prepare_data(cfg: TrainConfig):
 
 def run_training(cfg: TrainConfig) -> dict:
     """Train and export; returns the rank-0 result (step, losses, resumed_from, world_size)."""
-    from genrm_rl.training.ds_config import build_deepspeed_config, load_template
-
     # Workers do not share the driver's working directory (Ray Train chdirs): send absolute paths.
     local_model = Path(cfg.model).expanduser()
     cfg = dataclasses.replace(cfg, output_dir=str(Path(cfg.output_dir).expanduser().resolve()),
@@ -55,11 +53,17 @@ def run_training(cfg: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, out / "config.yaml")
     t0 = time.time()
-    if cfg.objective == "dpo":
-        result = _run_dpo(cfg)
-        result["seconds"] = round(time.time() - t0, 1)
-        (out / "result.json").write_text(json.dumps(result, indent=2))
-        return result
+    result = _run_dpo(cfg) if cfg.objective == "dpo" else _run_sft(cfg)
+    result["seconds"] = round(time.time() - t0, 1)
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _run_sft(cfg: TrainConfig) -> dict:
+    """The DeepSpeed (or plain PyTorch) SFT/ORM objectives: data once here, then the ranks."""
+    from genrm_rl.training.ds_config import build_deepspeed_config, load_template
+
+    out = Path(cfg.output_dir)
     train, val, stats, pos_weight = prepare_data(cfg)
     log.info("data for %s: %d train / %d val examples %s", cfg.objective, len(train), len(val), stats.as_dict())
     (out / "data_stats.json").write_text(json.dumps({**stats.as_dict(), "train": len(train), "val": len(val)}, indent=2))
@@ -75,12 +79,8 @@ def run_training(cfg: TrainConfig) -> dict:
         total = _total_steps(cfg, len(train), world, epoch_shard)
         payload["ds_config"] = build_deepspeed_config(cfg, world, total, torch.cuda.is_available(), template) \
             if cfg.engine == "deepspeed" else {}
-        result = train_worker(payload)
-    else:
-        result = _run_ray(cfg, payload, template, len(train))
-    result["seconds"] = round(time.time() - t0, 1)
-    (out / "result.json").write_text(json.dumps(result, indent=2))
-    return result
+        return train_worker(payload)
+    return _run_ray(cfg, payload, template, len(train))
 
 
 def _run_dpo(cfg: TrainConfig) -> dict:
