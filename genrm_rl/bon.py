@@ -11,6 +11,10 @@ For one problem with M candidates and a uniformly random subset of size N:
   enumeration of all C(M, N) subsets up to `max_subsets`, else a seeded Monte Carlo estimate.
 - Pass@N: 1 - C(M-c, N)/C(M, N) (the unbiased estimator of Chen et al. 2021).
 Candidates without an extracted answer vote for "no answer", which is never correct.
+
+Across problems: `within_problem_order` (how often a correct candidate outscores a wrong one of the
+same problem, the ranking Best-of-N needs) and percentile-bootstrap intervals over problems, for a
+mean and for the paired difference of two methods on the same problems.
 """
 
 from __future__ import annotations
@@ -141,3 +145,26 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
         i = j
     u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
     return float(u / (len(pos) * len(neg)))
+
+
+def within_problem_order(scores: Sequence[float], correct: Sequence[bool]) -> tuple[float, int]:
+    """(wins, pairs) over the (correct, wrong) candidate pairs of one problem; a tie wins 1/2."""
+    pos = [s for s, y in zip(scores, correct, strict=True) if y]
+    neg = [s for s, y in zip(scores, correct, strict=True) if not y]
+    wins = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in pos for q in neg)
+    return wins, len(pos) * len(neg)
+
+
+def bootstrap_ci(values: Sequence[float], samples: int = 2000, level: float = 0.9, seed: int = 0,
+                 paired_with: Sequence[float] | None = None) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-problem `values` (problems resampled with
+    replacement); with `paired_with`, of the mean of values - paired_with on the same resamples."""
+    x = np.asarray(values, dtype=float)
+    if paired_with is not None:
+        x = x - np.asarray(paired_with, dtype=float)
+    if len(x) == 0:
+        raise ValueError("bootstrap of zero problems")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(samples, len(x)))].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))

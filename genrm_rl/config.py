@@ -69,14 +69,13 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             if type(None) in args:
                 return None
             raise fail()
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(arg, value, key)
-            except ValueError as err:
-                errors.append(err)
+            except ValueError:
+                continue
         raise fail()
     if origin is Literal:
         choices = get_args(tp)

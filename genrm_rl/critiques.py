@@ -11,11 +11,7 @@ The paper keeps a raw rationale only when its verdict agrees with the answer che
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import io
-import json
 import re
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,36 +30,10 @@ def parse_verdict(text: str) -> bool | None:
     return None if not found else found[-1] == "Yes"
 
 
-def _open_jsonl(path: Path) -> Iterator[str]:
-    if path.suffix == ".zip":
-        with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if n.endswith(".jsonl")]
-            if len(names) != 1:
-                raise ValueError(f"{path}: expected one .jsonl inside, found {names}")
-            with zf.open(names[0]) as raw:
-                yield from io.TextIOWrapper(raw, encoding="utf-8")
-    elif path.suffix == ".gz":
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            yield from fh
-    else:
-        with path.open(encoding="utf-8") as fh:
-            yield from fh
-
-
 def _records(path: str | Path, fields: tuple[str, ...]) -> Iterator[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: file not found")
-    for lineno, line in enumerate(_open_jsonl(path), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{lineno}: invalid JSON ({err.msg})") from err
-        missing = [f for f in fields if f not in obj]
-        if missing:
-            raise ValueError(f"{path}:{lineno}: missing field(s) {missing}")
+    from genrm_rl.records import iter_jsonl
+
+    for _lineno, obj in iter_jsonl(path, fields):
         yield obj
 
 

@@ -75,24 +75,34 @@ def load_inputs(cfg: EvalConfig) -> tuple[dict[str, list[Candidate]], dict[str, 
     return by_problem, scores
 
 
-def evaluate(by_problem: dict[str, list[Candidate]], scores: dict[str, dict], n_max: int, seed: int = 0) -> dict:
+def evaluate(by_problem: dict[str, list[Candidate]], scores: dict[str, dict], n_max: int, seed: int = 0,
+             bootstrap_samples: int = 2000, weighted: bool = True) -> dict:
+    """Curves over N for every method and the baselines, plus, at N = n_max, each number's per-problem
+    values and its 90% bootstrap interval over problems (`per_problem`, `*_ci`), so methods can be
+    compared with paired intervals (`compare`)."""
     ns = n_values(n_max)
     problems = sorted(by_problem)
+    labels = {p: [c.correct for c in by_problem[p]] for p in problems}
 
-    def mean_over_problems(fn) -> list[float]:
-        return [float(np.mean([fn(by_problem[p], n) for p in problems])) * 100 for n in ns]
+    def curve(fn) -> tuple[list[float], list[float]]:
+        """% over problems at each N, and the per-problem values at n_max."""
+        rows = [[fn(by_problem[p], n) for p in problems] for n in ns]
+        return [float(np.mean(r)) * 100 for r in rows], [100.0 * v for v in rows[-1]]
 
+    def ci(values: list[float]) -> list[float]:
+        return list(bon.bootstrap_ci(values, bootstrap_samples, seed=seed))
+
+    sc, sc_pp = curve(lambda cs, n: bon.self_consistency([c.answer for c in cs], labels[cs[0].problem_id], n))
+    passn, pass_pp = curve(lambda cs, n: bon.pass_at_n(labels[cs[0].problem_id], n))
+    first_pp = [100.0 * float(np.mean(labels[p])) for p in problems]
     report = {
         "n": ns,
         "num_problems": len(problems),
         "num_candidates": sum(len(v) for v in by_problem.values()),
         "methods": {},
-        "baselines": {
-            "self_consistency": mean_over_problems(
-                lambda cs, n: bon.self_consistency([c.answer for c in cs], [c.correct for c in cs], n)),
-            "pass_at_n": mean_over_problems(lambda cs, n: bon.pass_at_n([c.correct for c in cs], n)),
-            "first_sample": [float(np.mean([np.mean([c.correct for c in by_problem[p]]) for p in problems])) * 100] * len(ns),
-        },
+        "baselines": {"self_consistency": sc, "pass_at_n": passn, "first_sample": [float(np.mean(first_pp))] * len(ns)},
+        "baselines_ci": {"self_consistency": ci(sc_pp), "pass_at_n": ci(pass_pp), "first_sample": ci(first_pp)},
+        "per_problem": {"self_consistency": sc_pp, "pass_at_n": pass_pp, "first_sample": first_pp},
     }
     for name, table in scores.items():
         def s(cs, table=table):
@@ -100,30 +110,59 @@ def evaluate(by_problem: dict[str, list[Candidate]], scores: dict[str, dict], n_
 
         flat_scores = [table[(c.problem_id, c.candidate_id)] for p in problems for c in by_problem[p]]
         flat_labels = [c.correct for p in problems for c in by_problem[p]]
+        best, best_pp = curve(lambda cs, n, s=s: bon.best_of_n(s(cs), labels[cs[0].problem_id], n))
+        wins, pairs = map(sum, zip(*(bon.within_problem_order(s(by_problem[p]), labels[p]) for p in problems),
+                                   strict=True))
+        report["per_problem"][name] = best_pp
         report["methods"][name] = {
-            "best_of_n": mean_over_problems(lambda cs, n, s=s: bon.best_of_n(s(cs), [c.correct for c in cs], n)),
-            "weighted_self_consistency": mean_over_problems(
-                lambda cs, n, s=s: bon.weighted_self_consistency([c.answer for c in cs], s(cs),
-                                                                 [c.correct for c in cs], n, seed=seed)),
-            "accuracy_at_0.5": float(np.mean([(sc >= 0.5) == lab for sc, lab in zip(flat_scores, flat_labels, strict=True)])) * 100,
+            "best_of_n": best,
+            "best_of_n_ci": ci(best_pp),
+            "weighted_self_consistency": curve(
+                lambda cs, n, s=s: bon.weighted_self_consistency([c.answer for c in cs], s(cs), labels[cs[0].problem_id],
+                                                                 n, seed=seed))[0] if weighted else None,
+            "accuracy_at_0.5": float(np.mean([(sc_ >= 0.5) == lab for sc_, lab in zip(flat_scores, flat_labels, strict=True)])) * 100,
             "auroc": bon.auroc(flat_scores, flat_labels),
+            "within_problem": 100 * wins / pairs if pairs else None,
+            "within_problem_pairs": int(pairs),
         }
     return report
 
 
-def markdown_table(report: dict) -> str:
+def compare(report: dict, a: str, b: str, samples: int = 2000, seed: int = 0) -> dict:
+    """Best-of-n_max of method `a` minus `b` (a method or a baseline) on the same problems, with its
+    paired 90% bootstrap interval; `clear` when the whole interval is above zero."""
+    pp = report["per_problem"]
+    diff = float(np.mean(pp[a]) - np.mean(pp[b]))
+    lo, hi = bon.bootstrap_ci(pp[a], samples, seed=seed, paired_with=pp[b])
+    return {"a": a, "b": b, "difference": diff, "ci": [lo, hi], "clear": lo > 0}
+
+
+def _fmt_ci(ci) -> str:
+    return f"{ci[0]:.1f}-{ci[1]:.1f}" if ci else ""
+
+
+def markdown_table(report: dict, weighted: bool = True) -> str:
+    """Best-of-N per method and the baselines; at N = n_max its 90% bootstrap interval over problems,
+    then how often a correct candidate outscores a wrong one of the same problem, and AUROC."""
     ns = report["n"]
-    head = "| method | " + " | ".join(f"N={n}" for n in ns) + " | acc@0.5 | AUROC |"
-    rows = [head, "|" + "---|" * (len(ns) + 3)]
+    head = ("| method | " + " | ".join(f"N={n}" for n in ns) + f" | 90% CI at N={ns[-1]} | "
+            "correct > wrong within a problem | AUROC |")
+    rows = [head, "|" + "---|" * (len(ns) + 4)]
     for name, m in report["methods"].items():
         auc = "-" if m["auroc"] is None else f"{m['auroc']:.3f}"
+        within = "-" if m.get("within_problem") is None else f"{m['within_problem']:.0f}%"
         rows.append(f"| {name} (Best-of-N) | " + " | ".join(f"{v:.1f}" for v in m["best_of_n"])
-                    + f" | {m['accuracy_at_0.5']:.1f} | {auc} |")
-    for name, m in report["methods"].items():
-        rows.append(f"| {name} (weighted SC) | " + " | ".join(f"{v:.1f}" for v in m["weighted_self_consistency"]) + " | | |")
+                    + f" | {_fmt_ci(m.get('best_of_n_ci'))} | {within} | {auc} |")
+    if weighted:
+        for name, m in report["methods"].items():
+            if m["weighted_self_consistency"] is None:
+                continue
+            rows.append(f"| {name} (weighted SC) | " + " | ".join(f"{v:.1f}" for v in m["weighted_self_consistency"])
+                        + " | | | |")
     labels = {"self_consistency": "self-consistency (majority)", "pass_at_n": "Pass@N (oracle)", "first_sample": "first sample"}
     for key, label in labels.items():
-        rows.append(f"| {label} | " + " | ".join(f"{v:.1f}" for v in report["baselines"][key]) + " | | |")
+        rows.append(f"| {label} | " + " | ".join(f"{v:.1f}" for v in report["baselines"][key])
+                    + f" | {_fmt_ci(report.get('baselines_ci', {}).get(key))} | | |")
     return "\n".join(rows) + "\n"
 
 

@@ -38,51 +38,26 @@ class SampleConfig:
 
 
 def sample_solutions(cfg: SampleConfig, questions: Sequence[str], progress: bool = True) -> list[list[str]]:
-    """`cfg.n` sampled solutions per question."""
+    """`cfg.n` sampled solutions per question, through the configured backend. With the transformers
+    backend, candidate j of a question is the same whatever else is sampled with it."""
+    from tqdm import tqdm
+
+    from genrm_rl.backends import BackendSpec, build_backend
+    from genrm_rl.modeling import encode
     from genrm_rl.prompts import get_prompt_format
 
     fmt = get_prompt_format(cfg.prompt_format)
-    prompts = [fmt.generation(q) for q in questions]
-    if cfg.backend == "vllm":
-        return _sample_vllm(cfg, prompts)
-    return _sample_hf(cfg, prompts, progress)
-
-
-def _sample_hf(cfg: SampleConfig, prompts: list[str], progress: bool) -> list[list[str]]:
-    import torch
-    from tqdm import tqdm
-
-    from genrm_rl.modeling import load_causal_lm, load_tokenizer, resolve_device
-
-    device = resolve_device(cfg.device)
-    tok = load_tokenizer(cfg.model, padding_side="left")
-    model = load_causal_lm(cfg.model, device)
-    torch.manual_seed(cfg.seed)
+    backend = build_backend(cfg.backend, BackendSpec(model=cfg.model, device=cfg.device, batch_size=cfg.batch_size,
+                                                      seed=cfg.seed))
+    tok = backend.tokenizer
+    prompts = encode(tok, [fmt.generation(q) for q in questions])
+    chunk = cfg.batch_size * 4
     out: list[list[str]] = []
-    for start in tqdm(range(0, len(prompts), cfg.batch_size), desc="sample", disable=not progress, mininterval=2):
-        chunk = prompts[start:start + cfg.batch_size]
-        enc = tok(chunk, add_special_tokens=False, padding=True, return_tensors="pt").to(device)
-        with torch.no_grad():
-            gen = model.generate(**enc, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
-                                 max_new_tokens=cfg.max_new_tokens, num_return_sequences=cfg.n,
-                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        texts = tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        out += [[t.strip() for t in texts[i * cfg.n:(i + 1) * cfg.n]] for i in range(len(chunk))]
+    for start in tqdm(range(0, len(prompts), chunk), desc="sample", disable=not progress, mininterval=2):
+        for ids in backend.sample(prompts[start:start + chunk], cfg.n, cfg.temperature, cfg.top_p,
+                                  cfg.max_new_tokens, cfg.seed):
+            out.append([tok.decode(x, skip_special_tokens=True).strip() for x in ids])
     return out
-
-
-def _sample_vllm(cfg: SampleConfig, prompts: list[str]) -> list[list[str]]:
-    from vllm import LLM, SamplingParams
-
-    from genrm_rl.modeling import resolve_device
-
-    on_cpu = resolve_device(cfg.device) == "cpu"
-    llm = LLM(model=cfg.model, dtype="float32" if on_cpu else "auto", seed=cfg.seed, enforce_eager=on_cpu,
-              enable_prefix_caching=True)
-    params = SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens,
-                            seed=cfg.seed)
-    outs = llm.generate(prompts, params)
-    return [[c.text.strip() for c in o.outputs] for o in outs]
 
 
 def label_candidates(problems: Sequence[Problem], solutions: Sequence[Sequence[str]]) -> list[Candidate]:
@@ -94,3 +69,18 @@ def label_candidates(problems: Sequence[Problem], solutions: Sequence[Sequence[s
             out.append(Candidate(problem.id, j, problem.question, sol, task.extract_answer(sol),
                                  task.is_correct(problem, sol)))
     return out
+
+
+def greedy_accuracy(model, tokenizer, problems, fmt, max_new_tokens: int, batch_size: int = 32) -> float:
+    """Fraction of `problems` a model in memory solves with greedy decoding (its task's checker)."""
+    from genrm_rl.backends.hf import TransformersBackend
+    from genrm_rl.modeling import encode
+
+    was_training = model.training
+    model.eval()
+    backend = TransformersBackend.from_model(model, tokenizer, batch_size)
+    prompts = encode(tokenizer, [fmt.generation(p.question) for p in problems])
+    texts = [tokenizer.decode(ids[0], skip_special_tokens=True)
+             for ids in backend.sample(prompts, 1, 0.0, 1.0, max_new_tokens, 0)]
+    model.train(was_training)
+    return sum(get_task(p.task).is_correct(p, t) for p, t in zip(problems, texts, strict=True)) / max(len(problems), 1)

@@ -61,6 +61,28 @@ def load_tokenizer(path: str | Path, padding_side: str = "left"):
     return tok
 
 
+def sequence_prefix(tokenizer) -> list[int]:
+    """The ids the tokenizer's own post-processor puts before a text: [bos] for Llama-3 and Gemma
+    (Gemma's outputs degrade badly without it), [] for Qwen2.5 and the tiny tokenizer."""
+    cached = getattr(tokenizer, "_genrm_prefix", None)
+    if cached is None:
+        plain = tokenizer("a b", add_special_tokens=False).input_ids
+        full = tokenizer("a b", add_special_tokens=True).input_ids
+        at = next((i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain), 0)
+        cached = list(full[:at])
+        tokenizer._genrm_prefix = cached
+    return list(cached)
+
+
+def encode(tokenizer, texts) -> list[list[int]]:
+    """Token ids of texts that each start a sequence (prompts): the tokenizer's BOS policy once, then
+    the text; never an EOS. The one tokenisation of training data, scoring, sampling and the
+    service, so a model sees at inference exactly the layout it was trained on. Continuations
+    (completions, cues) are tokenised with `add_special_tokens=False` and appended."""
+    prefix = sequence_prefix(tokenizer)
+    return [prefix + list(ids) for ids in tokenizer(list(texts), add_special_tokens=False).input_ids]
+
+
 def load_causal_lm(path: str | Path, device: str = "auto", dtype: str = "auto"):
     from transformers import AutoModelForCausalLM
 

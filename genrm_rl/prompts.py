@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+ANSWER_CUE = "A: Let's think step by step."
 VERDICT_CUE = "Verification: Is the answer correct (Yes/No)?"
 COT_CUE = "Verification: Let's verify step by step."
 YES, NO = " Yes", " No"
@@ -30,7 +31,7 @@ class PromptFormat:
 
     def generation(self, question: str) -> str:
         """Prompt for solving; the completion is the solution."""
-        return f"{self.header}Q: {question}\nA: Let's think step by step.\n"
+        return f"{self.header}Q: {question}\n{ANSWER_CUE}\n"
 
     def direct(self, question: str, solution: str) -> str:
         """Direct GenRM prompt; the completion is " Yes" or " No"."""
@@ -45,14 +46,25 @@ class PromptFormat:
         if not prompt.startswith(self.header + "Q: "):
             raise ValueError(f"prompt does not start with the {self.name!r} header and 'Q: '")
         body = prompt[len(self.header) + 3:]
-        question, sep, rest = body.partition("\nA: Let's think step by step.\n")
+        question, sep, rest = body.partition(f"\n{ANSWER_CUE}\n")
         if not sep:
-            raise ValueError("prompt has no \"A: Let's think step by step.\" line")
+            raise ValueError(f"prompt has no {ANSWER_CUE!r} line")
         if rest.endswith(f"\n{COT_CUE}\n"):
             return question, rest[: -len(COT_CUE) - 2], "cot"
         if rest.endswith(f"\n{VERDICT_CUE}"):
             return question, rest[: -len(VERDICT_CUE) - 1], "direct"
         raise ValueError("prompt ends with neither verification cue")
+
+    def question_of(self, prompt: str) -> str:
+        """The question inside a generation prompt (lenient: a prompt in another layout, e.g. a chat
+        template, is returned with whatever of this layout it has stripped; never empty)."""
+        head = self.header + "Q: "
+        stripped = prompt[len(head):] if prompt.startswith(head) else prompt
+        if stripped.endswith(f"\n{ANSWER_CUE}\n"):
+            stripped = stripped[: -len(ANSWER_CUE) - 2]
+        elif ANSWER_CUE in stripped:
+            stripped = stripped.split(f"\n{ANSWER_CUE}")[0]
+        return stripped.strip() or prompt
 
 
 PROMPT_FORMATS = {"released": PromptFormat("released", RELEASED_HEADER), "compact": PromptFormat("compact", "")}

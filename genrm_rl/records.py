@@ -11,14 +11,15 @@ with the file name and line number, not as a KeyError three jobs later.
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import io
 import json
 import types
 import typing
+import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin
-
-from genrm_rl.tasks.base import Problem
 
 R = TypeVar("R")
 
@@ -40,9 +41,6 @@ class Score:
     score: float
     votes: list[float] | None = None
     rationales: list[str] | None = None
-
-
-RECORD_TYPES: dict[str, type] = {"problems": Problem, "candidates": Candidate, "scores": Score}
 
 
 class RecordError(ValueError):
@@ -87,18 +85,40 @@ def parse_record(cls: type[R], obj: Any, where: str) -> R:
     return cls(**values)
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+def _lines(path: Path) -> Iterator[str]:
+    """Lines of a .jsonl file, a .jsonl.gz, or the one .jsonl inside a .zip (the released GenRM data)."""
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.endswith(".jsonl")]
+            if len(names) != 1:
+                raise RecordError(f"{path}: expected one .jsonl inside, found {names}")
+            with zf.open(names[0]) as raw:
+                yield from io.TextIOWrapper(raw, encoding="utf-8")
+    elif path.suffix == ".gz":
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            yield from fh
+    else:
+        with path.open(encoding="utf-8") as fh:
+            yield from fh
+
+
+def iter_jsonl(path: str | Path, fields: tuple[str, ...] = ()) -> Iterator[tuple[int, Any]]:
+    """(line number, object) for every non-blank line; a bad line, or an object without one of
+    `fields`, raises RecordError naming the file and line. The one JSONL reader of the project."""
     path = Path(path)
     if not path.is_file():
         raise RecordError(f"{path}: file not found")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RecordError(f"{path}:{lineno}: invalid JSON ({err.msg} at column {err.colno})") from err
+    for lineno, line in enumerate(_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise RecordError(f"{path}:{lineno}: invalid JSON ({err.msg} at column {err.colno})") from err
+        missing = [f for f in fields if not isinstance(obj, dict) or f not in obj]
+        if missing:
+            raise RecordError(f"{path}:{lineno}: missing field(s) {missing}")
+        yield lineno, obj
 
 
 def read_records(path: str | Path, cls: type[R]) -> list[R]:

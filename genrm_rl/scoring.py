@@ -10,7 +10,9 @@ sigmoid of the implicit reward beta * [log pi(y|x) - log pi_ref(y|x)].
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import struct
 from collections.abc import Sequence
 
 import torch
@@ -82,16 +84,34 @@ def dpo_reward(policy_logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -
     return torch.sigmoid(beta * (policy_logp.double() - ref_logp.double()))
 
 
-def sample_next_token(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Sample ids [batch] from logits [batch, vocab] with temperature and nucleus (top-p) filtering."""
+def sample_seed(seed: int, prompt_ids: Sequence[int], index: int) -> int:
+    """The seed of sample `index` of a prompt: a hash of the run's seed, the prompt's token ids and the
+    index. A sample then depends on what is scored, never on which batch or replica scored it, so
+    re-runs reproduce and the first K samples of a K'>K run are exactly a K run's."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(struct.pack("<qq", seed, index))
+    h.update(struct.pack(f"<{len(prompt_ids)}q", *prompt_ids))
+    return int.from_bytes(h.digest(), "little") >> 1  # torch seeds are < 2**63
+
+
+def row_generators(seeds: Sequence[int], device) -> list[torch.Generator]:
+    return [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+
+def sample_rows(logits: torch.Tensor, temperature: float, top_p: float,
+                generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """One token id per row of logits [rows, vocab]: temperature, nucleus (top-p) filtering, then the
+    Gumbel-max trick with row r's noise drawn from generators[r] alone, so a row's draw does not
+    depend on the rows beside it. temperature 0 is greedy."""
     if temperature <= 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    scaled = logits.float() / temperature
     if top_p < 1.0:
+        probs = torch.softmax(scaled, dim=-1)
         sorted_probs, order = probs.sort(dim=-1, descending=True)
-        cum = sorted_probs.cumsum(dim=-1)
-        sorted_probs[(cum - sorted_probs) > top_p] = 0.0  # keep the smallest set with mass >= top_p
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        outside = (sorted_probs.cumsum(dim=-1) - sorted_probs) > top_p  # keep the smallest set with mass >= top_p
+        scaled = scaled.masked_fill(torch.zeros_like(outside).scatter_(-1, order, outside), float("-inf"))
+    vocab = logits.shape[-1]
+    uniform = torch.stack([torch.rand(vocab, generator=g, device=logits.device) for g in generators])
+    gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-12, max=1 - 1e-7)))
+    return (scaled + gumbel).argmax(dim=-1)

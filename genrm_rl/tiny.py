@@ -21,7 +21,6 @@ from pathlib import Path
 
 from genrm_rl.config import option
 
-SPECIAL_TOKENS = {"pad": "<pad>", "unk": "<unk>", "bos": "<bos>", "eos": "<eos>"}
 # Printable ASCII minus the rare vertical whitespace characters.
 CHARSET = [c for c in string.printable if c not in "\x0b\x0c\r"]
 # Each whitespace and punctuation character is its own piece; words keep their apostrophes.
@@ -32,10 +31,10 @@ def template_words() -> list[str]:
     """Words that the prompts, solutions and oracle rationales of the built-in tasks use."""
     import random
 
-    from genrm_rl.prompts import COT_CUE, RELEASED_HEADER, VERDICT_CUE
+    from genrm_rl.prompts import ANSWER_CUE, COT_CUE, NO, RELEASED_HEADER, VERDICT_CUE, YES
     from genrm_rl.tasks import TASKS, word_list
 
-    texts = [RELEASED_HEADER, VERDICT_CUE, COT_CUE, "Q: A: Let's think step by step. Yes No"]
+    texts = [RELEASED_HEADER, VERDICT_CUE, COT_CUE, "Q:", ANSWER_CUE, YES, NO]
     rng = random.Random(0)
     for _name, cls in TASKS.items():
         task = cls()
@@ -49,33 +48,77 @@ def template_words() -> list[str]:
     return sorted(found | set(word_list()))
 
 
-def build_tiny_tokenizer():
-    """A `PreTrainedTokenizerFast`: whole-word tokens where the vocabulary has them, else characters."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+@dataclasses.dataclass(frozen=True)
+class TokenizerFamily:
+    """The special-token conventions of a real model family, reproduced on the tiny vocabulary, so
+    BOS/EOS/pad/chat handling is tested the way Gemma, Llama-3 and Qwen checkpoints need it."""
+
+    bos: str | None
+    eos: str
+    pad: str | None
+    add_bos: bool
+    """Whether the tokenizer's own post-processor prepends BOS (Gemma, Llama-3) or not (Qwen, tiny)."""
+    extra: tuple[str, ...] = ()
+    chat_template: str | None = None
+
+
+FAMILIES = {
+    "tiny": TokenizerFamily("<bos>", "<eos>", "<pad>", add_bos=False),
+    "gemma2": TokenizerFamily(
+        "<bos>", "<eos>", "<pad>", add_bos=True, extra=("<start_of_turn>", "<end_of_turn>"),
+        chat_template="{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' "
+                      "else m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}"
+                      "<start_of_turn>model\n{% endif %}"),
+    "llama3": TokenizerFamily(
+        "<|begin_of_text|>", "<|eot_id|>", None, add_bos=True,
+        extra=("<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>"),
+        chat_template="{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+                      "{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
+                      "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"),
+    "qwen2": TokenizerFamily(
+        None, "<|im_end|>", "<|endoftext|>", add_bos=False, extra=("<|im_start|>", "<|endoftext|>"),
+        chat_template="{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                      "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"),
+}
+
+
+def build_tiny_tokenizer(family: str = "tiny"):
+    """A `PreTrainedTokenizerFast`: whole-word tokens where the vocabulary has them, else characters,
+    with the special tokens, BOS policy and chat template of `family` (FAMILIES)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    specials = list(SPECIAL_TOKENS.values())
+    if family not in FAMILIES:
+        raise ValueError(f"unknown tokenizer family {family!r}; choose one of {sorted(FAMILIES)}")
+    fam = FAMILIES[family]
+    specials = list(dict.fromkeys(t for t in (fam.pad, "<unk>", fam.bos, fam.eos, *fam.extra) if t))
     words = [w for w in template_words() if w not in CHARSET]
     # Unigram picks the most probable segmentation: one word piece (-1) beats several chars (-10 each).
     vocab = [(t, 0.0) for t in specials] + [(c, -10.0) for c in CHARSET] + [(w, -1.0) for w in words]
-    core = Tokenizer(models.Unigram(vocab, unk_id=specials.index(SPECIAL_TOKENS["unk"]), byte_fallback=False))
+    core = Tokenizer(models.Unigram(vocab, unk_id=specials.index("<unk>"), byte_fallback=False))
     core.pre_tokenizer = pre_tokenizers.Split(pattern=Regex(PRE_TOKENIZE), behavior="isolated")
     core.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        pad_token=SPECIAL_TOKENS["pad"],
-        unk_token=SPECIAL_TOKENS["unk"],
-        bos_token=SPECIAL_TOKENS["bos"],
-        eos_token=SPECIAL_TOKENS["eos"],
-        model_max_length=4096,
+    core.add_special_tokens(specials)
+    if fam.add_bos:
+        bos_id = specials.index(fam.bos)
+        core.post_processor = processors.TemplateProcessing(single=f"{fam.bos} $A", pair=f"{fam.bos} $A $B",
+                                                            special_tokens=[(fam.bos, bos_id)])
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", bos_token=fam.bos, eos_token=fam.eos,
+        pad_token=fam.pad, additional_special_tokens=list(fam.extra), model_max_length=4096,
     )
+    if fam.chat_template:
+        tok.chat_template = fam.chat_template
+    return tok
 
 
 @dataclasses.dataclass
 class TinyModelSpec:
-    """Shape of a tiny random causal LM (Llama or Qwen2 architecture)."""
+    """Shape of a tiny random causal LM (Llama, Qwen2 or Gemma-2 architecture)."""
 
-    arch: str = option("llama", help="llama or qwen2")
+    arch: str = option("llama", help="llama, qwen2 or gemma2")
+    tokenizer: str = option("tiny", help="special-token conventions: tiny, gemma2, llama3 or qwen2 (BOS, EOS, pad, "
+                                         "chat template of that family)")
     hidden_size: int = option(128, help="model width")
     num_layers: int = option(4, help="transformer blocks")
     num_heads: int = option(4, help="attention heads; hidden_size/num_heads is head_dim (>= 32 for vLLM)")
@@ -84,8 +127,10 @@ class TinyModelSpec:
     seed: int = option(0, help="seed for the random init")
 
     def __post_init__(self):
-        if self.arch not in ("llama", "qwen2"):
-            raise ValueError(f"tiny model arch must be 'llama' or 'qwen2', got {self.arch!r}")
+        if self.arch not in ("llama", "qwen2", "gemma2"):
+            raise ValueError(f"tiny model arch must be 'llama', 'qwen2' or 'gemma2', got {self.arch!r}")
+        if self.tokenizer not in FAMILIES:
+            raise ValueError(f"tiny tokenizer must be one of {sorted(FAMILIES)}, got {self.tokenizer!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.hidden_size // self.num_heads < 32:
@@ -97,11 +142,11 @@ class TinyModelSpec:
 def make_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None) -> Path:
     """Write a tokenizer + random causal LM to `out_dir` (a normal HF model directory)."""
     import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM, Gemma2Config, LlamaConfig, Qwen2Config
 
     spec = spec or TinyModelSpec()
     out = Path(out_dir)
-    tok = build_tiny_tokenizer()
+    tok = build_tiny_tokenizer(spec.tokenizer)
     common = dict(
         vocab_size=len(tok),
         hidden_size=spec.hidden_size,
@@ -115,11 +160,13 @@ def make_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None) -> P
         eos_token_id=tok.eos_token_id,
         tie_word_embeddings=True,
     )
-    config = LlamaConfig(head_dim=spec.hidden_size // spec.num_heads, **common) if spec.arch == "llama" \
-        else Qwen2Config(**common)
+    head_dim = spec.hidden_size // spec.num_heads
+    config = {"llama": lambda: LlamaConfig(head_dim=head_dim, **common),
+              "qwen2": lambda: Qwen2Config(**common),
+              "gemma2": lambda: Gemma2Config(head_dim=head_dim, query_pre_attn_scalar=head_dim, **common)}[spec.arch]()
     torch.manual_seed(spec.seed)
     model = AutoModelForCausalLM.from_config(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from genrm_rl.config import option
+from genrm_rl.prompts import VERDICT_CUE
 
 
 @dataclasses.dataclass
@@ -44,15 +45,17 @@ class VerifierConfig:
     """How to build a scorer. Shared by `score`, `serve`, `eval` and the RL reward function."""
 
     model: str = option("", help="HF model directory (or Hub id) of the verifier")
-    mode: Literal["direct", "cot", "orm", "dpo"] = option(
-        "cot", help="direct GenRM, GenRM-CoT, a scalar-head ORM, or a DPO-trained model's implicit reward")
+    mode: str = option("cot", help="direct (GenRM), cot (GenRM-CoT), orm (scalar-head ORM) or dpo (a DPO-trained "
+                                   "model's implicit reward); see genrm_rl.kinds")
     k: int = option(8, help="CoT: rationales sampled per item (K=32 in the paper)")
     temperature: float = option(1.0, help="CoT: sampling temperature for rationales")
     top_p: float = option(1.0, help="CoT: nucleus sampling mass")
     max_new_tokens: int = option(512, help="CoT: longest rationale in tokens before the verdict is forced")
     backend: Literal["transformers", "vllm"] = option("transformers", help="inference backend")
     batch_size: int = option(16, help="(question, solution) pairs per forward batch (x K for CoT)")
-    prompt_format: Literal["released", "compact"] = option("compact", help="released = the paper's header")
+    prompt_format: Literal["auto", "released", "compact"] = option(
+        "auto", help="auto = what training recorded in the model's genrm_rl.json (else compact); released = the "
+                     "paper's header")
     device: str = option("auto", help="auto, cpu or cuda[:i]")
     dtype: str = option("auto", help="auto, float32, bfloat16 or float16")
     seed: int = option(0, help="sampling seed (results are reproducible per batch composition)")
@@ -63,6 +66,9 @@ class VerifierConfig:
     vllm_enforce_eager: bool = option(False, help="vLLM: disable CUDA graphs (needed on CPU)")
 
     def __post_init__(self):
+        from genrm_rl.kinds import MODE_FAMILY, check_choice
+
+        check_choice(self.mode, MODE_FAMILY, "verifier mode")
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if self.batch_size < 1:
@@ -73,22 +79,101 @@ class VerifierConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.mode in ("orm", "dpo") and self.backend == "vllm":
+        if MODE_FAMILY[self.mode] != "generative" and self.backend == "vllm":
             raise ValueError(f"mode {self.mode!r} runs on the transformers backend only (it needs no sampling)")
 
 
 Item = tuple[str, str]
 
 
-def validate_items(items: Sequence[Item], max_chars: int) -> None:
+class ItemError(ValueError):
+    """A (question, solution) input no verifier can take. `limit` is True when it breaks a size limit
+    (the service answers 413) rather than being malformed (422)."""
+
+    def __init__(self, message: str, limit: bool = False):
+        super().__init__(message)
+        self.limit = limit
+
+
+def check_items(items, max_chars: int, max_items: int | None = None,
+                chars_setting: str = "max_input_chars") -> list[Item]:
+    """(question, solution) pairs from pairs or {"question", "solution"} mappings: non-empty strings
+    within `max_chars` together. The one input check of every scorer and of the reward service."""
+    if not isinstance(items, (list, tuple)):
+        raise ItemError(f"'items' must be a list, got {type(items).__name__}")
+    if max_items is not None and len(items) > max_items:
+        raise ItemError(f"{len(items)} items > max_items={max_items}; split the request", limit=True)
+    out = []
     for i, item in enumerate(items):
-        if not (isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item)):
-            raise ValueError(f"item {i}: expected (question, solution) strings, got {item!r:.80}")
-        q, s = item
-        if not q.strip() or not s.strip():
-            raise ValueError(f"item {i}: question and solution must be non-empty")
+        if isinstance(item, dict):
+            missing = [f for f in ("question", "solution") if f not in item]
+            if missing:
+                raise ItemError(f"items[{i}]: missing field(s) {missing}")
+            q, s = item["question"], item["solution"]
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            q, s = item
+        else:
+            raise ItemError(f"items[{i}]: expected {{'question', 'solution'}} or a (question, solution) pair, "
+                            f"got {type(item).__name__}")
+        for name, value in (("question", q), ("solution", s)):
+            if not isinstance(value, str):
+                raise ItemError(f"items[{i}].{name}: expected a string, got {type(value).__name__}")
+            if not value.strip():
+                raise ItemError(f"items[{i}].{name}: empty string")
         if len(q) + len(s) > max_chars:
-            raise ValueError(f"item {i}: {len(q) + len(s)} characters > max_input_chars={max_chars}")
+            raise ItemError(f"items[{i}]: {len(q) + len(s)} characters > {chars_setting}={max_chars}", limit=True)
+        out.append((q, s))
+    return out
+
+
+def recorded_training(model: str) -> dict:
+    """What training wrote to `<model>/genrm_rl.json` (objective, prompt_format, ...); {} if nothing."""
+    import json
+    from pathlib import Path
+
+    path = Path(model) / "genrm_rl.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def resolve_prompt_format(cfg) -> str:
+    """`cfg.prompt_format`, where `auto` means the format the model was trained with; a format that
+    differs from the recorded one is used as asked, with a warning (a verifier scored in a layout it
+    never saw gives quietly wrong scores)."""
+    import logging
+
+    recorded = recorded_training(cfg.model).get("prompt_format")
+    if cfg.prompt_format == "auto":
+        return recorded or "compact"
+    if recorded and recorded != cfg.prompt_format:
+        logging.getLogger("genrm_rl.verifier").warning(
+            "%s was trained with prompt_format %r but is scored with %r", cfg.model, recorded, cfg.prompt_format)
+    return cfg.prompt_format
+
+
+def backend_spec(cfg):
+    """The backend-loading fields of a `VerifierConfig` or `SampleConfig`."""
+    from genrm_rl.backends import BackendSpec
+
+    return BackendSpec(model=cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size, seed=cfg.seed,
+                       vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+                       vllm_enforce_eager=cfg.vllm_enforce_eager)
+
+
+def context_errors(lengths: Sequence[int], extra: int, limit: int | None) -> list[str | None]:
+    """Per item, why it does not fit the model's context (None if it does): `lengths` are prompt
+    tokens, `extra` the tokens scoring adds (rationale, cue, verdict)."""
+    if not limit:
+        return [None] * len(lengths)
+    return [None if n + extra <= limit else
+            f"items[{i}]: {n} prompt tokens + {extra} for verification > the model's context of {limit} tokens"
+            for i, n in enumerate(lengths)]
+
+
+def model_context(model: str) -> int | None:
+    """The longest sequence the model's config allows (max_position_embeddings), if it says."""
+    from transformers import AutoConfig
+
+    return getattr(AutoConfig.from_pretrained(model), "max_position_embeddings", None)
 
 
 class GenerativeVerifier:
@@ -99,12 +184,31 @@ class GenerativeVerifier:
         from genrm_rl.prompts import get_prompt_format
 
         self.cfg = cfg
-        self.fmt = get_prompt_format(cfg.prompt_format)
-        self.backend = backend or build_backend(cfg)
+        self.fmt = get_prompt_format(resolve_prompt_format(cfg))
+        self.backend = backend or build_backend(cfg.backend, backend_spec(cfg))
         self.tokenizer = self.backend.tokenizer
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
-        return [list(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False).input_ids]
+        from genrm_rl.modeling import encode
+
+        return encode(self.tokenizer, texts)
+
+    def _prompts(self, items: Sequence[Item], mode: str) -> list[list[int]]:
+        build = self.fmt.direct if mode == "direct" else self.fmt.cot
+        return self._encode([build(q, s) for q, s in items])
+
+    def too_long(self, items: Sequence[Item], mode: str | None = None, k: int | None = None) -> list[str | None]:
+        """Per item, None or why its prompt plus what scoring appends does not fit the model's context."""
+        from genrm_rl.scoring import verdict_tokens
+
+        mode = mode or self.cfg.mode
+        items = check_items(items, self.cfg.max_input_chars)
+        if not hasattr(self, "_context"):
+            self._context = model_context(self.cfg.model)
+            verdict = len(verdict_tokens(self.tokenizer).prefix_ids) + 1
+            cue = len(self.tokenizer("\n" + VERDICT_CUE, add_special_tokens=False).input_ids)
+            self._extra = {"direct": verdict, "cot": self.cfg.max_new_tokens + cue + verdict}
+        return context_errors([len(p) for p in self._prompts(items, mode)], self._extra[mode], self._context)
 
     def score(self, items: Sequence[Item], mode: str | None = None, k: int | None = None) -> list[VerificationResult]:
         from genrm_rl.scoring import aggregate_votes
@@ -114,14 +218,13 @@ class GenerativeVerifier:
         k = k or cfg.k
         if mode not in ("direct", "cot"):
             raise ValueError(f"GenerativeVerifier scores mode 'direct' or 'cot', got {mode!r}")
-        validate_items(items, cfg.max_input_chars)
+        items = check_items(items, cfg.max_input_chars)
         if not items:
             return []
+        prompts = self._prompts(items, mode)
         if mode == "direct":
-            prompts = self._encode([self.fmt.direct(q, s) for q, s in items])
             probs = self.backend.verdict_probs(prompts)
             return [VerificationResult(p, [p], "direct", prompt_tokens=len(ids)) for p, ids in zip(probs, prompts, strict=True)]
-        prompts = self._encode([self.fmt.cot(q, s) for q, s in items])
         samples = self.backend.sample_verdicts(prompts, k=k, temperature=cfg.temperature, top_p=cfg.top_p,
                                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
         results = []
@@ -144,28 +247,38 @@ class ORMScorer:
         from genrm_rl.prompts import get_prompt_format
 
         self.cfg = cfg
-        self.fmt = get_prompt_format(cfg.prompt_format)
+        self.fmt = get_prompt_format(resolve_prompt_format(cfg))
         self.device = resolve_device(cfg.device)
         self.tokenizer = load_tokenizer(cfg.model, padding_side="left")
         self.model = load_scalar_head_model(cfg.model, self.device, cfg.dtype, self.tokenizer.pad_token_id)
+        self.context = getattr(self.model.config, "max_position_embeddings", None)
+
+    def too_long(self, items: Sequence[Item], mode: str | None = None, k: int | None = None) -> list[str | None]:
+        from genrm_rl.modeling import encode
+
+        items = check_items(items, self.cfg.max_input_chars)
+        lengths = [len(x) for x in encode(self.tokenizer, [orm_input(self.fmt, q, s) for q, s in items])]
+        return context_errors(lengths, 0, self.context)
 
     def score(self, items: Sequence[Item], mode: str | None = None, k: int | None = None) -> list[VerificationResult]:
         import torch
 
+        from genrm_rl.backends.hf import left_pad
+        from genrm_rl.modeling import encode
         from genrm_rl.scoring import orm_probability
 
         if mode not in (None, "orm"):
             raise ValueError(f"an ORM scorer only scores mode 'orm', got {mode!r}")
-        validate_items(items, self.cfg.max_input_chars)
+        items = check_items(items, self.cfg.max_input_chars)
         texts = [orm_input(self.fmt, q, s) for q, s in items]
         out: list[VerificationResult] = []
         bs = self.cfg.batch_size
+        ids_all = encode(self.tokenizer, texts)
         for start in range(0, len(texts), bs):
-            enc = self.tokenizer(texts[start:start + bs], add_special_tokens=False, padding=True, return_tensors="pt")
-            enc = {k_: v.to(self.device) for k_, v in enc.items()}
+            ids, mask = left_pad(ids_all[start:start + bs], self.tokenizer.pad_token_id, self.device)
             with torch.no_grad():
-                logits = self.model(**enc).logits[:, 0]
-            for p, n in zip(orm_probability(logits).tolist(), enc["attention_mask"].sum(-1).tolist(), strict=True):
+                logits = self.model(input_ids=ids, attention_mask=mask).logits[:, 0]
+            for p, n in zip(orm_probability(logits).tolist(), mask.sum(-1).tolist(), strict=True):
                 out.append(VerificationResult(p, [p], "orm", prompt_tokens=int(n)))
         return out
 
@@ -177,38 +290,45 @@ class DPOScorer:
     and EOS. beta and the reference model come from the `genrm_rl.json` written at training."""
 
     def __init__(self, cfg: VerifierConfig):
-        import json
-        from pathlib import Path
-
         from genrm_rl.modeling import load_causal_lm, load_tokenizer, resolve_device
         from genrm_rl.prompts import get_prompt_format
 
-        meta_file = Path(cfg.model) / "genrm_rl.json"
-        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        meta = recorded_training(cfg.model)
         ref = cfg.ref_model or meta.get("ref_model", "")
         if not ref:
-            raise ValueError(f"mode 'dpo' needs the reference model: set ref_model (no 'ref_model' in {meta_file})")
+            raise ValueError(f"mode 'dpo' needs the reference model: set ref_model (none recorded in "
+                             f"{cfg.model}/genrm_rl.json)")
         self.cfg, self.beta = cfg, float(meta.get("beta", 0.1))
-        self.fmt = get_prompt_format(cfg.prompt_format)
+        self.fmt = get_prompt_format(resolve_prompt_format(cfg))
         self.device = resolve_device(cfg.device)
         self.tokenizer = load_tokenizer(cfg.model, padding_side="right")
         self.policy = load_causal_lm(cfg.model, self.device, cfg.dtype)
         self.ref = load_causal_lm(ref, self.device, cfg.dtype)
+        self.context = getattr(self.policy.config, "max_position_embeddings", None)
+
+    def too_long(self, items: Sequence[Item], mode: str | None = None, k: int | None = None) -> list[str | None]:
+        from genrm_rl.modeling import encode
+
+        items = check_items(items, self.cfg.max_input_chars)
+        prompts = encode(self.tokenizer, [self.fmt.generation(q) for q, _ in items])
+        solutions = self.tokenizer([s for _, s in items], add_special_tokens=False).input_ids
+        return context_errors([len(p) + len(c) for p, c in zip(prompts, solutions, strict=True)], 1, self.context)
 
     def score(self, items: Sequence[Item], mode: str | None = None, k: int | None = None) -> list[VerificationResult]:
         import torch
 
+        from genrm_rl.modeling import encode
         from genrm_rl.scoring import completion_logprobs, dpo_reward
 
         if mode not in (None, "dpo"):
             raise ValueError(f"a DPO scorer only scores mode 'dpo', got {mode!r}")
-        validate_items(items, self.cfg.max_input_chars)
+        items = check_items(items, self.cfg.max_input_chars)
         tok, out = self.tokenizer, []
         eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
         for start in range(0, len(items), self.cfg.batch_size):
             rows = []
             for q, s in items[start:start + self.cfg.batch_size]:
-                prompt = tok(self.fmt.generation(q), add_special_tokens=False).input_ids
+                prompt = encode(tok, [self.fmt.generation(q)])[0]
                 rows.append((prompt, tok(s, add_special_tokens=False).input_ids + eos))
             width = max(len(p) + len(c) for p, c in rows)
             ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
@@ -231,9 +351,39 @@ def orm_input(fmt, question: str, solution: str) -> str:
     return fmt.generation(question) + solution
 
 
+def score_candidates(scorer, cands, chunk_size: int, progress: bool = True, desc: str = "score"):
+    """Score records in chunks with a progress bar; returns Score records in input order.
+
+    A candidate whose solution is empty (a generator that stopped at once) is not a solution: it
+    scores 0.0 without a verifier call, which is also what keeps it away from the reward service,
+    whose protocol rejects empty text as bad input."""
+    from tqdm import tqdm
+
+    from genrm_rl.records import Score
+
+    out = []
+    with tqdm(total=len(cands), desc=desc, disable=not progress, mininterval=2, unit="cand") as bar:
+        for start in range(0, len(cands), chunk_size):
+            chunk = cands[start:start + chunk_size]
+            real = [c for c in chunk if c.solution.strip()]
+            results = iter(scorer.score([(c.question, c.solution) for c in real]) if real else [])
+            for c in chunk:
+                if not c.solution.strip():
+                    out.append(Score(c.problem_id, c.candidate_id, 0.0, None, None))
+                    continue
+                r = next(results)
+                out.append(Score(c.problem_id, c.candidate_id, r.score, r.votes if r.mode == "cot" else None,
+                                 r.rationales))
+            bar.update(len(chunk))
+    return out
+
+
 def build_scorer(cfg: VerifierConfig):
-    """The scorer for `cfg.mode` (registry by mode; backends have their own registry)."""
-    return SCORERS[cfg.mode](cfg)
+    """The scorer for `cfg.mode`: one class per model family (`genrm_rl.kinds`); backends have their own
+    registry."""
+    from genrm_rl.kinds import MODE_FAMILY
+
+    return SCORERS[MODE_FAMILY[cfg.mode]](cfg)
 
 
-SCORERS = {"direct": GenerativeVerifier, "cot": GenerativeVerifier, "orm": ORMScorer, "dpo": DPOScorer}
+SCORERS = {"generative": GenerativeVerifier, "orm": ORMScorer, "dpo": DPOScorer}

@@ -1,22 +1,52 @@
 """`genrm-rl reproduce`: the end-to-end GenRM reproduction on the embedded default (README's main job).
 
-    genrm-rl reproduce --config configs/quickstart.yaml          # ~15 min on a 2-core CPU
-    genrm-rl reproduce --config configs/quickstart.yaml task=word_sort output_dir=runs/word_sort
-    genrm-rl reproduce --config configs/gpu_preset.yaml           # larger models on GPU nodes
+    genrm-rl reproduce --config configs/quickstart.yaml          # last-letter, one seed, ~20 min on 2 CPU cores
+    genrm-rl reproduce --config configs/word_sort.yaml           # word sorting
+    genrm-rl reproduce --config configs/paper_cpu.yaml           # 3 seeds, mean ± sd
+    genrm-rl reproduce --config configs/gpu_preset.yaml          # larger models on GPU nodes
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
+
+
+def run(cfg) -> dict:
+    """One seed (`cfg.seed`), or each of `cfg.seeds` in output_dir/seed-S and their mean ± sd."""
+    from jobs.paper_report import aggregate, write_aggregate
+    from jobs.pipeline import Pipeline
+
+    if not cfg.seeds:
+        return Pipeline(cfg).run()
+    summaries = [Pipeline(dataclasses.replace(cfg, seed=s, seeds=[], output_dir=f"{cfg.output_dir}/seed-{s}")).run()
+                 for s in cfg.seeds]
+    agg = aggregate(summaries)
+    out = Path(cfg.output_dir)
+    (out / "aggregate.json").write_text(json.dumps(agg, indent=2))
+    write_aggregate(agg, out / "report.md")
+    return {"seeds": summaries, "aggregate": agg, "output_dir": str(out)}
+
+
+def print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    console = Console()
+    out = summary["output_dir"]
+    console.print(Markdown(Path(out, "report.md").read_text()))
+    console.print(f"report: {out}/report.md   summary: {out}/{'aggregate' if 'aggregate' in summary else 'summary'}.json")
+
 
 def main(argv=None, prog="python -m jobs.reproduce") -> int:
     from genrm_rl.config import parse_cli
-    from genrm_rl.pipeline import Pipeline, ReproduceConfig, print_summary
     from jobs._common import setup_logging
+    from jobs.pipeline import ReproduceConfig
 
-    cfg = parse_cli(ReproduceConfig, argv, prog, "Generator -> candidates -> GenRM-CoT/GenRM/ORM -> Best-of-N.")
+    cfg = parse_cli(ReproduceConfig, argv, prog, "Generator -> policy candidates -> GenRM-CoT/GenRM/ORM/DPO -> Best-of-N.")
     setup_logging()
-    summary = Pipeline(cfg).run()
-    print_summary(summary)
+    print_summary(run(cfg))
     return 0
 
 

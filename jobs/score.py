@@ -26,33 +26,6 @@ class ScoreConfig(VerifierConfig):
             raise ValueError("candidates is required")
 
 
-def score_candidates(scorer, cands, chunk_size: int, progress: bool = True, desc: str = "score"):
-    """Score records in chunks with a progress bar; returns Score records in input order.
-
-    A candidate whose solution is empty (a generator that stopped at once) is not a solution: it
-    scores 0.0 without a verifier call, which is also what keeps it away from the reward service,
-    whose protocol rejects empty text as bad input."""
-    from tqdm import tqdm
-
-    from genrm_rl.records import Score
-
-    out = []
-    with tqdm(total=len(cands), desc=desc, disable=not progress, mininterval=2, unit="cand") as bar:
-        for start in range(0, len(cands), chunk_size):
-            chunk = cands[start:start + chunk_size]
-            real = [c for c in chunk if c.solution.strip()]
-            results = iter(scorer.score([(c.question, c.solution) for c in real]) if real else [])
-            for c in chunk:
-                if not c.solution.strip():
-                    out.append(Score(c.problem_id, c.candidate_id, 0.0, None, None))
-                    continue
-                r = next(results)
-                out.append(Score(c.problem_id, c.candidate_id, r.score, r.votes if r.mode == "cot" else None,
-                                 r.rationales))
-            bar.update(len(chunk))
-    return out
-
-
 def main(argv=None, prog="python -m jobs.score") -> int:
     from genrm_rl.config import parse_cli
     from jobs._common import setup_logging
@@ -60,7 +33,7 @@ def main(argv=None, prog="python -m jobs.score") -> int:
     cfg = parse_cli(ScoreConfig, argv, prog, "Score candidates with a GenRM / GenRM-CoT / ORM verifier.")
     setup_logging()
     from genrm_rl.records import Candidate, read_records, write_records
-    from genrm_rl.verifier import build_scorer
+    from genrm_rl.verifier import build_scorer, score_candidates
 
     cands = read_records(cfg.candidates, Candidate)
     t0 = time.time()

@@ -1,8 +1,10 @@
 """Clients of the reward service: HTTP (sync and async, timeouts, retries) and in-process (Ray).
 
 All clients share one surface: `score(items, mode=None, k=None) -> [result dict]` and
-`rewards(questions, solutions) -> [float]`. Retries cover transport failures and 502/503/504
-(a replica being replaced, a timed-out batch); 4xx errors are the caller's and are raised at once.
+`rewards(questions, solutions) -> [float]`. Retries cover transport failures, 502/503/504 (a
+replica being replaced, an overloaded queue, a timed-out batch) and, for the Ray client, a router
+that is restarting; a 503 with `Retry-After` is retried after that long. 4xx errors are the
+caller's and are raised at once.
 """
 
 from __future__ import annotations
@@ -12,6 +14,17 @@ import time
 from collections.abc import Sequence
 
 RETRY_STATUS = {502, 503, 504}
+
+
+def retry_delay(attempt: int, backoff: float, retry_after=None) -> float:
+    """Seconds before retry `attempt` (0-based): the server's Retry-After if it sent one, else
+    exponential backoff, capped at 30 s."""
+    try:
+        if retry_after is not None:
+            return min(30.0, max(0.0, float(retry_after)))
+    except (TypeError, ValueError):
+        pass
+    return min(30.0, backoff * 2**attempt)
 
 
 class RewardServiceError(RuntimeError):
@@ -55,7 +68,7 @@ class RewardClient:
             try:
                 resp = self._http.post(self.url + path, json=body)
                 if resp.status_code in RETRY_STATUS and attempt < self.retries:
-                    time.sleep(self.backoff * 2**attempt)
+                    time.sleep(retry_delay(attempt, self.backoff, resp.headers.get("retry-after")))
                     continue
                 return _check_reply(resp.status_code, _json(resp))
             except httpx.TransportError as err:
@@ -114,7 +127,7 @@ class AsyncRewardClient:
             try:
                 resp = await self._client().post(self.url + path, json=body)
                 if resp.status_code in RETRY_STATUS and attempt < self.retries:
-                    await asyncio.sleep(self.backoff * 2**attempt)
+                    await asyncio.sleep(retry_delay(attempt, self.backoff, resp.headers.get("retry-after")))
                     continue
                 return _check_reply(resp.status_code, _json(resp))
             except httpx.TransportError as err:
@@ -140,20 +153,52 @@ class AsyncRewardClient:
 
 
 class RayRewardClient:
-    """In-process client: calls the router actor through its Ray handle (no HTTP hop)."""
+    """In-process client: calls the router actor through its Ray handle (no HTTP hop). Overload
+    (503) is retried after the router's Retry-After, and a router that died and is being restarted
+    by Ray is waited for, `retries` times."""
 
-    def __init__(self, router, timeout: float | None = None):
+    def __init__(self, router, timeout: float | None = None, retries: int = 5, backoff: float = 0.5):
         self.router = router
         self.timeout = timeout
+        self.retries, self.backoff = retries, backoff
+
+    def _reply(self, reply, attempt: int) -> tuple[list[dict] | None, float]:
+        """(results, 0) when done; (None, delay) to retry; raises when it must not or cannot."""
+        if isinstance(reply, dict) and reply.get("status") in RETRY_STATUS and attempt < self.retries:
+            return None, retry_delay(attempt, self.backoff, reply.get("retry_after"))
+        return _check_reply(200, reply)["results"], 0.0
 
     def score(self, items: Sequence[dict], mode: str | None = None, k: int | None = None) -> list[dict]:
         import ray
 
-        return _check_reply(200, ray.get(self.router.score.remote(list(items), mode, k, self.timeout)))["results"]
+        for attempt in range(self.retries + 1):
+            try:
+                results, delay = self._reply(ray.get(self.router.score.remote(list(items), mode, k, self.timeout)),
+                                             attempt)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as err:
+                if attempt >= self.retries:
+                    raise RewardServiceError(503, f"reward router unavailable: {type(err).__name__}") from err
+                results, delay = None, retry_delay(attempt, self.backoff)
+            if results is not None:
+                return results
+            time.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def ascore(self, items: Sequence[dict], mode: str | None = None, k: int | None = None) -> list[dict]:
-        reply = await self.router.score.remote(list(items), mode, k, self.timeout)
-        return _check_reply(200, reply)["results"]
+        import ray
+
+        for attempt in range(self.retries + 1):
+            try:
+                results, delay = self._reply(await self.router.score.remote(list(items), mode, k, self.timeout),
+                                             attempt)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as err:
+                if attempt >= self.retries:
+                    raise RewardServiceError(503, f"reward router unavailable: {type(err).__name__}") from err
+                results, delay = None, retry_delay(attempt, self.backoff)
+            if results is not None:
+                return results
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     def rewards(self, questions: Sequence[str], solutions: Sequence[str], **kw) -> list[float]:
         return [r["score"] for r in self.score(_items(questions, solutions), **kw)]

@@ -1,12 +1,18 @@
-"""HTTP front of the reward service: a Ray Serve deployment with a FastAPI app.
+"""HTTP front of the reward service: one Ray Serve deployment that reads Starlette requests directly.
 
     POST /score       {"items": [{"question", "solution"}], "mode"?, "k"?} -> {"results": [...]}
     POST /get_reward  OpenRLHF remote RM protocol -> {"rewards", "scores", "extra_logs"}
     GET  /health      replicas alive, queue depth
-    GET  /metrics     requests, batch sizes, latency p50/p99, cache hits, failures
+    GET  /metrics     Prometheus text: requests, items, batch sizes, latency, cache hits, failures
+    GET  /stats       the same numbers as JSON
 
-The deployment holds no model; it validates, then awaits the router actor. Client mistakes get a
-4xx JSON `{"error": ...}`; a timed-out request 504; no live replica 503.
+Why no FastAPI routing: a FastAPI ingress on a class resolves each handler's `request: Request`
+annotation, and how it does that changed between releases (fastapi 0.165 reads it as a query
+parameter and answers every POST with 422). Ray Serve hands a plain deployment the Starlette
+`Request` itself, so the routing here is a dictionary and depends on no annotation at all.
+
+The deployment holds no model; it parses (`reward.protocol`), then awaits the router actor.
+Client mistakes get a 4xx JSON `{"error": ...}`; a timed-out request 504; no live replica 503.
 """
 
 from __future__ import annotations
@@ -14,30 +20,46 @@ from __future__ import annotations
 import hmac
 
 import ray
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from ray import serve
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from genrm_rl.config import from_dict
-from genrm_rl.prompts import get_prompt_format
 from reward.config import ServeConfig
-from reward.protocol import parse_get_reward_request, parse_json_body, parse_score_request
+from reward.protocol import GetRewardParser, parse_json_body, parse_score_request
 from reward.router import ServiceError
-
-app = FastAPI(title="genrm-rl reward service")
 
 
 def _error(err: ServiceError) -> JSONResponse:
-    return JSONResponse({"error": str(err)}, status_code=err.status)
+    headers = {"Retry-After": str(max(1, round(err.retry_after)))} if err.retry_after else None
+    return JSONResponse({"error": str(err)}, status_code=err.status, headers=headers)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=4096)
-@serve.ingress(app)
 class RewardHTTP:
     def __init__(self, serve_cfg: dict):
         self.cfg = from_dict(ServeConfig, serve_cfg)
-        self.fmt = get_prompt_format(self.cfg.verifier.prompt_format)
         self.router = ray.get_actor(self.cfg.router_name, namespace=self.cfg.namespace)
+        self.get_reward_parser = GetRewardParser.for_service(self.cfg)
+        self.routes = {("POST", "/score"): self.score, ("POST", "/get_reward"): self.get_reward,
+                       ("GET", "/health"): self.health, ("GET", "/metrics"): self.metrics, ("GET", "/stats"): self.stats}
+
+    async def __call__(self, request: Request) -> Response:
+        path = request.url.path.rstrip("/") or "/"
+        handler = self.routes.get((request.method, path))
+        try:
+            if handler is None:
+                allowed = sorted(m for m, p in self.routes if p == path)
+                raise ServiceError(405 if allowed else 404,
+                                   f"{request.method} {path}: " + (f"use {', '.join(allowed)}" if allowed else
+                                                                   f"no such endpoint; try {sorted({p for _, p in self.routes})}"))
+            if path != "/health":
+                self._authorize(request)
+            return await handler(request)
+        except ServiceError as err:
+            return _error(err)
+        except ray.exceptions.RayError as err:
+            return _error(ServiceError(503, f"reward service unavailable: {type(err).__name__}"))
 
     def _authorize(self, request: Request) -> None:
         if not self.cfg.auth_token:
@@ -60,49 +82,34 @@ class RewardHTTP:
     async def _score(self, items, mode, k) -> list[dict]:
         reply = await self.router.score.remote(items, mode, k)
         if "error" in reply:
-            raise ServiceError(reply["status"], reply["error"])
+            raise ServiceError(reply["status"], reply["error"], reply.get("retry_after"))
         return reply["results"]
 
-    @app.post("/score")
-    async def score(self, request: Request):
-        try:
-            self._authorize(request)
-            items, mode, k = parse_score_request(await self._body(request))
-            return {"results": await self._score(items, mode, k)}
-        except ServiceError as err:
-            return _error(err)
-        except ray.exceptions.RayError as err:
-            return _error(ServiceError(503, f"reward service unavailable: {type(err).__name__}"))
+    async def score(self, request: Request) -> Response:
+        items, mode, k = parse_score_request(await self._body(request))
+        return JSONResponse({"results": await self._score(items, mode, k)})
 
-    @app.post("/get_reward")
-    async def get_reward(self, request: Request):
-        try:
-            self._authorize(request)
-            pairs = parse_get_reward_request(await self._body(request), self.fmt, self.cfg.max_items)
-            results = await self._score(pairs, None, None)
-            scores = [r["score"] for r in results]
-            return {"rewards": scores, "scores": scores,
-                    "extra_logs": {"genrm_forced_verdicts": [r["num_forced"] for r in results]}}
-        except ServiceError as err:
-            return _error(err)
-        except ray.exceptions.RayError as err:
-            return _error(ServiceError(503, f"reward service unavailable: {type(err).__name__}"))
+    async def get_reward(self, request: Request) -> Response:
+        pairs = self.get_reward_parser.parse(await self._body(request))
+        results = await self._score(pairs, None, None)
+        scores = [r["score"] for r in results]
+        return JSONResponse({"rewards": scores, "scores": scores,
+                             "extra_logs": {"genrm_forced_verdicts": [r["num_forced"] for r in results]}})
 
-    @app.get("/health")
-    async def health(self):
+    async def health(self, request: Request) -> Response:
         try:
             info = await self.router.health.remote()
         except ray.exceptions.RayError as err:
-            return _error(ServiceError(503, f"router unavailable: {type(err).__name__}"))
+            raise ServiceError(503, f"router unavailable: {type(err).__name__}") from None
         return JSONResponse(info, status_code=200 if info["replicas_alive"] else 503)
 
-    @app.get("/metrics")
-    async def metrics(self, request: Request):
-        try:
-            self._authorize(request)
-            return await self.router.get_metrics.remote()
-        except ServiceError as err:
-            return _error(err)
+    async def metrics(self, request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(await self.router.prometheus.remote(), media_type=CONTENT_TYPE_LATEST)
+
+    async def stats(self, request: Request) -> Response:
+        return JSONResponse(await self.router.get_metrics.remote())
 
 
 def start_http(cfg: ServeConfig, app_name: str = "genrm_reward") -> str:

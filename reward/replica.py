@@ -1,8 +1,14 @@
-"""One verifier replica: a Ray actor that owns a scorer (model + backend) and scores batches."""
+"""One verifier replica: a Ray actor that owns a scorer (model + backend) and scores batches.
+
+`info` runs in its own concurrency group, so the router's health check is answered while a long
+batch is being scored (a busy replica is not a dead one).
+"""
 
 from __future__ import annotations
 
 import os
+
+import ray
 
 
 class VerifierReplica:
@@ -21,8 +27,14 @@ class VerifierReplica:
         self.calls = 0
 
     def score(self, items: list[tuple[str, str]], mode: str | None, k: int | None) -> list[dict]:
+        """One result dict per item, or {"error", "status": 413} for an item that does not fit the
+        model's context: one bad item must not fail the other requests batched with it."""
         self.calls += 1
-        return [r.to_dict() for r in self.scorer.score([tuple(x) for x in items], mode=mode, k=k)]
+        items = [tuple(x) for x in items]
+        errors = self.scorer.too_long(items, mode, k)
+        results = iter(self.scorer.score([x for x, e in zip(items, errors, strict=True) if e is None], mode=mode, k=k))
+        return [{"error": e.split(": ", 1)[1], "status": 413} if e else next(results).to_dict() for e in errors]
 
+    @ray.method(concurrency_group="health")
     def info(self) -> dict:
         return {"pid": os.getpid(), "calls": self.calls, "mode": self.cfg.mode, "model": self.cfg.model}

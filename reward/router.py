@@ -29,7 +29,9 @@ import os
 import time
 from pathlib import Path
 
-from genrm_rl.verifier import SCORERS
+from genrm_rl.kinds import MODE_FAMILY
+from genrm_rl.verifier import ItemError, check_items
+from reward.metrics import ServiceMetrics
 
 log = logging.getLogger("genrm_rl.reward")
 
@@ -53,9 +55,11 @@ class _Slot:
 
 
 class ServiceError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
+        """Seconds a client should wait before sending again (503 when the service is overloaded)."""
 
 
 def model_revision(model: str) -> str:
@@ -69,57 +73,6 @@ def model_revision(model: str) -> str:
             st = f.stat()
             h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
-
-
-def validate_items(items, max_items: int, max_chars: int) -> list[tuple[str, str]]:
-    """Check a list of (question, solution) pairs; ServiceError(4xx) names the first bad one."""
-    if not isinstance(items, (list, tuple)):
-        raise ServiceError(422, f"'items' must be a list, got {type(items).__name__}")
-    if not items:
-        raise ServiceError(422, "'items' is empty")
-    if len(items) > max_items:
-        raise ServiceError(413, f"{len(items)} items > max_items={max_items}; split the request")
-    out = []
-    for i, item in enumerate(items):
-        if isinstance(item, dict):
-            missing = [f for f in ("question", "solution") if f not in item]
-            if missing:
-                raise ServiceError(422, f"items[{i}]: missing field(s) {missing}")
-            q, s = item["question"], item["solution"]
-        elif isinstance(item, (list, tuple)) and len(item) == 2:
-            q, s = item
-        else:
-            raise ServiceError(422, f"items[{i}]: expected {{'question', 'solution'}}, got {type(item).__name__}")
-        for name, value in (("question", q), ("solution", s)):
-            if not isinstance(value, str):
-                raise ServiceError(422, f"items[{i}].{name}: expected a string, got {type(value).__name__}")
-            if not value.strip():
-                raise ServiceError(422, f"items[{i}].{name}: empty string")
-        if len(q) + len(s) > max_chars:
-            raise ServiceError(413, f"items[{i}]: {len(q) + len(s)} characters > max_text_chars={max_chars}")
-        out.append((q, s))
-    return out
-
-
-class _Metrics:
-    def __init__(self):
-        self.counters = collections.Counter()
-        self.latency = collections.deque(maxlen=10_000)
-        self.batch_sizes = collections.deque(maxlen=10_000)
-
-    def snapshot(self) -> dict:
-        lat = sorted(self.latency)
-
-        def pct(p):
-            return None if not lat else lat[min(len(lat) - 1, int(p * len(lat)))]
-
-        sizes = list(self.batch_sizes)
-        return {
-            **self.counters,
-            "latency_p50_s": pct(0.5), "latency_p99_s": pct(0.99),
-            "batch_size_mean": sum(sizes) / len(sizes) if sizes else None,
-            "batch_size_max": max(sizes) if sizes else None,
-        }
 
 
 class RewardRouter:
@@ -136,10 +89,11 @@ class RewardRouter:
         self.pending: collections.deque[_Pending] = collections.deque()
         self.inflight: dict[str, asyncio.Future] = {}
         self.cache: collections.OrderedDict[str, dict] = collections.OrderedDict()
-        self.metrics = _Metrics()
+        self.metrics = ServiceMetrics()
         self._work: asyncio.Event | None = None
         self._slot_free: asyncio.Event | None = None
         self._loop_task = None
+        self._check_task = None
 
     # ---- replicas -----------------------------------------------------------------------------
     def _new_replica(self):
@@ -151,6 +105,7 @@ class RewardRouter:
         threads = max(1, int(self.cfg.replica_cpus)) if self.cfg.replica_gpus == 0 else 0
         return ray.remote(VerifierReplica).options(
             num_cpus=self.cfg.replica_cpus, num_gpus=self.cfg.replica_gpus, max_restarts=0,
+            concurrency_groups={"health": 1},
         ).remote(to_dict(self.vcfg), threads)
 
     async def start(self) -> dict:
@@ -168,20 +123,37 @@ class RewardRouter:
     def _start_loop(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop())
         self._loop_task.add_done_callback(self._loop_stopped)
+        if self.cfg.replica_check_s > 0 and self._check_task is None:
+            self._check_task = asyncio.get_running_loop().create_task(self._check_replicas())
+
+    async def _check_replicas(self) -> None:
+        """Every `replica_check_s`, ask each live replica for `info`; one that errs or does not answer
+        within `replica_check_timeout_s` is marked dead and replaced (its queued batches retried)."""
+        from ray.exceptions import RayError
+
+        while True:
+            await asyncio.sleep(self.cfg.replica_check_s)
+            for slot in [s for s in self.slots if s.alive]:
+                generation = slot.generation
+                try:
+                    await asyncio.wait_for(slot.handle.info.remote(), self.cfg.replica_check_timeout_s)
+                except (RayError, TimeoutError) as err:
+                    self.metrics.inc("failed_health_checks")
+                    self._mark_dead(slot, generation, err)
 
     def _loop_stopped(self, task: asyncio.Task) -> None:
         """The batching loop must never die silently: log the error and start it again."""
         if task.cancelled():
             return
         log.error("reward router batching loop crashed (%r); restarting it", task.exception())
-        self.metrics.counters["loop_restarts"] += 1
+        self.metrics.inc("loop_restarts")
         self._start_loop()
 
     def _mark_dead(self, slot: _Slot, generation: int, err: Exception) -> None:
         if slot.generation != generation or not slot.alive:
             return  # already replaced
         slot.alive = False
-        self.metrics.counters["replica_deaths"] += 1
+        self.metrics.inc("replica_deaths")
         log.warning("replica %d died (%s); starting a replacement", slot.index, type(err).__name__)
         asyncio.get_running_loop().create_task(self._replace(slot))
 
@@ -198,7 +170,7 @@ class RewardRouter:
                 continue
             slot.handle, slot.inflight, slot.alive = handle, 0, True
             slot.generation += 1
-            self.metrics.counters["replica_restarts"] += 1
+            self.metrics.inc("replica_restarts")
             self._slot_free.set()
             return
 
@@ -274,25 +246,26 @@ class RewardRouter:
                 if attempts > self.cfg.max_retries:
                     self._fail(batch, ServiceError(503, f"verifier replicas died {attempts} times on this batch"))
                     return
-                self.metrics.counters["retried_batches"] += 1
+                self.metrics.inc("retried_batches")
                 slot = await self._acquire()
                 continue
             except RayTaskError as err:  # the verifier raised (e.g. input too long for the model)
                 self._release(slot, generation)
-                self.metrics.counters["failed_batches"] += 1
+                self.metrics.inc("failed_batches")
                 cause = err.cause if getattr(err, "cause", None) is not None else err
                 status = 422 if isinstance(cause, ValueError) else 503
                 self._fail(batch, ServiceError(status, f"verifier error: {cause}"))
                 return
             self._release(slot, generation)
-            self.metrics.counters["batches"] += 1
-            self.metrics.batch_sizes.append(len(batch))
-            self.metrics.counters["replica_seconds_x1000"] += int((time.monotonic() - t0) * 1000)
+            self.metrics.observe_batch(len(batch), time.monotonic() - t0)
             for p, r in zip(batch, results, strict=True):
                 self._resolve(p, r)
             return
 
     def _resolve(self, p: _Pending, result: dict) -> None:
+        if "error" in result:  # this item alone was refused by the verifier (e.g. longer than its context)
+            self._fail([p], ServiceError(result["status"], result["error"]))
+            return
         if self.cfg.cache_size:
             self.cache[p.key] = result
             while len(self.cache) > self.cfg.cache_size:
@@ -314,12 +287,20 @@ class RewardRouter:
                           question, solution])
         return hashlib.sha256(raw.encode()).hexdigest()
 
+    def _check(self, items) -> list[tuple[str, str]]:
+        if isinstance(items, (list, tuple)) and not items:
+            raise ServiceError(422, "'items' is empty")
+        try:
+            return check_items(items, self.cfg.max_text_chars, self.cfg.max_items, "max_text_chars")
+        except ItemError as err:
+            raise ServiceError(413 if err.limit else 422, str(err)) from None
+
     def _resolve_mode(self, mode: str | None, k: int | None) -> tuple[str, int]:
         mode = mode or self.vcfg.mode
-        if mode not in SCORERS:
-            raise ServiceError(422, f"'mode' must be one of {sorted(SCORERS)}, got {mode!r}")
-        # direct and cot share a model; the ORM and the DPO baseline are models of their own
-        if mode != self.vcfg.mode and {mode, self.vcfg.mode} - {"direct", "cot"}:
+        if mode not in MODE_FAMILY:
+            raise ServiceError(422, f"'mode' must be one of {sorted(MODE_FAMILY)}, got {mode!r}")
+        # modes of one family share a model (direct and cot); the ORM and the DPO baseline have their own
+        if MODE_FAMILY[mode] != MODE_FAMILY[self.vcfg.mode]:
             raise ServiceError(422, f"this service hosts a {self.vcfg.mode!r} verifier; mode {mode!r} is not available")
         if k is not None and (not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 256):
             raise ServiceError(422, f"'k' must be an integer in 1..256, got {k!r}")
@@ -329,43 +310,55 @@ class RewardRouter:
                     timeout: float | None = None) -> dict:
         """Score (question, solution) pairs: {"results": [dict]} or {"error", "status"}."""
         t0 = time.monotonic()
-        self.metrics.counters["requests"] += 1
+        self.metrics.inc("requests")
         try:
             if self._loop_task is None:
                 await self.start()
-            pairs = validate_items(items, self.cfg.max_items, self.cfg.max_text_chars)
+            pairs = self._check(items)
             mode, k = self._resolve_mode(mode, k)
+            keys = [self._key(mode, k, q, s) for q, s in pairs]
+            new = len({key for key in keys if key not in self.cache and key not in self.inflight})
+            if new and len(self.pending) + new > self.cfg.max_queued_items:
+                self.metrics.inc("rejected_overload")
+                raise ServiceError(503, f"overloaded: {len(self.pending)} items queued, {new} more would pass "
+                                        f"max_queued_items={self.cfg.max_queued_items}; retry later",
+                                   retry_after=self.cfg.overload_retry_after_s)
             futures = []
             loop = asyncio.get_running_loop()
-            for q, s in pairs:
-                key = self._key(mode, k, q, s)
+            for (q, s), key in zip(pairs, keys, strict=True):
                 if key in self.cache:
                     self.cache.move_to_end(key)
                     fut = loop.create_future()
                     fut.set_result(self.cache[key])
-                    self.metrics.counters["cache_hits"] += 1
+                    self.metrics.inc("cache_hits")
                 elif key in self.inflight:
                     fut = self.inflight[key]
-                    self.metrics.counters["dedup_hits"] += 1
+                    self.metrics.inc("dedup_hits")
                 else:
                     fut = loop.create_future()
                     self.inflight[key] = fut
                     self.pending.append(_Pending(key, (q, s), mode, k, fut))
                 futures.append(fut)
-            self.metrics.counters["items"] += len(pairs)
+            self.metrics.inc("items", len(pairs))
             self._work.set()
             limit = timeout or self.cfg.request_timeout_s
             try:
-                results = await asyncio.wait_for(asyncio.gather(*(asyncio.shield(f) for f in futures)), limit)
+                results = await asyncio.wait_for(
+                    asyncio.gather(*(asyncio.shield(f) for f in futures), return_exceptions=True), limit)
             except TimeoutError:
                 raise ServiceError(504, f"reward request of {len(pairs)} item(s) not answered within {limit:.1f}s "
                                         f"(queued items: {len(self.pending)}, live replicas: "
                                         f"{sum(s.alive for s in self.slots)}/{len(self.slots)})") from None
-            self.metrics.latency.append(time.monotonic() - t0)
+            for i, r in enumerate(results):
+                if isinstance(r, ServiceError):
+                    raise ServiceError(r.status, f"items[{i}]: {r}") if r.status == 413 else r
+                if isinstance(r, BaseException):
+                    raise r
+            self.metrics.observe_latency(time.monotonic() - t0)
             return {"results": [dict(r) for r in results]}
         except ServiceError as err:
-            self.metrics.counters[f"errors_{err.status}"] += 1
-            return {"error": str(err), "status": err.status}
+            self.metrics.error(err.status)
+            return {"error": str(err), "status": err.status, "retry_after": err.retry_after}
 
     # ---- introspection ------------------------------------------------------------------------
     def health(self) -> dict:
@@ -376,6 +369,13 @@ class RewardRouter:
 
     def get_metrics(self) -> dict:
         return {**self.metrics.snapshot(), **self.health(), "cache_entries": len(self.cache)}
+
+    def prometheus(self) -> str:
+        """The metrics in Prometheus text format (GET /metrics)."""
+        return self.metrics.prometheus({
+            "queued_items": len(self.pending), "replicas_alive": sum(s.alive for s in self.slots),
+            "replicas": len(self.slots), "inflight_batches": sum(s.inflight for s in self.slots),
+            "cache_entries": len(self.cache)})
 
     def replica_handles(self) -> list:
         return [s.handle for s in self.slots if s.alive]

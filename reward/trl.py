@@ -22,7 +22,6 @@ import time
 from collections.abc import Sequence
 
 from genrm_rl.prompts import get_prompt_format
-from reward.protocol import question_from_prompt
 
 log = logging.getLogger("genrm_rl.reward")
 
@@ -69,7 +68,7 @@ class _Base:
         questions = kwargs.get(self.question_column)
         out = []
         for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
-            q = questions[i] if questions is not None else question_from_prompt(_text(p), self.fmt)
+            q = questions[i] if questions is not None else self.fmt.question_of(_text(p))
             sol = _text(c).strip() or "(empty)"  # an empty completion is a wrong answer, not a bad request
             out.append({"question": q, "solution": sol})
         return out
@@ -117,3 +116,20 @@ class AsyncGenRMReward(_Base):
                 self._client = AsyncRewardClient(self.url, self.token, self.timeout, self.retries)
             results = await self._client.score(items, self.mode, self.k)
         return self._record(items, results, t0)
+
+
+def correctness_reward(task_name: str):
+    """Rule-based reward: 1.0 when the task's checker accepts the completion's answer."""
+    from genrm_rl.tasks import Problem, get_task
+
+    task = get_task(task_name)
+
+    def correct(prompts, completions, question, target, **kwargs) -> list[float]:
+        out = []
+        for q, t, c in zip(question, target, completions, strict=True):
+            text = c if isinstance(c, str) else c[-1]["content"]
+            out.append(float(task.is_correct(Problem("", task_name, q, t), text)))
+        return out
+
+    correct.__name__ = "correct"
+    return correct

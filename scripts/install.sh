@@ -24,6 +24,12 @@ else
   "${PIP[@]}" -e ".[cpu,dev]" "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
   "$PY" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 fi
+# The RLHF frameworks whose own client code the tests call (tests/test_frameworks.py), without their
+# GPU stacks: only the small modules those code paths import come along.
+if [ "${GENRM_FRAMEWORKS:-1}" = "1" ]; then
+  "${PIP[@]}" --no-deps "openrlhf==0.11.2" "verl==0.9.1" "tensordict==0.15.3" "pyvers==0.2.3" "omegaconf==2.4.0" \
+    "codetiming==1.4.0" "orjson==3.13.0" "pylatexenc==2.11" 2>&1 | grep -v "is ignored" || true
+fi
 # Fail loudly here rather than in the first job.
 "$PY" - <<'PY'
 import importlib, sys

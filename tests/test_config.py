@@ -96,13 +96,13 @@ def test_cli_help_lists_jobs_and_each_job_has_help():
 
 
 @pytest.mark.parametrize(("name", "cls_path", "extra"), [
-    ("quickstart.yaml", "genrm_rl.pipeline:ReproduceConfig", []),
-    ("word_sort.yaml", "genrm_rl.pipeline:ReproduceConfig", []),
-    ("gpu_preset.yaml", "genrm_rl.pipeline:ReproduceConfig", []),
+    ("quickstart.yaml", "jobs.pipeline:ReproduceConfig", []),
+    ("word_sort.yaml", "jobs.pipeline:ReproduceConfig", []),
+    ("gpu_preset.yaml", "jobs.pipeline:ReproduceConfig", []),
     ("train_genrm_cot.yaml", "genrm_rl.training.config:TrainConfig", []),
     ("train_gsm8k_released.yaml", "genrm_rl.training.config:TrainConfig", []),
     ("serve.yaml", "reward.config:ServeConfig", []),
-    ("rl_grpo.yaml", "genrm_rl.rl:RLConfig", ["policy=p", "reward.verifier.model=m"]),
+    ("rl_grpo.yaml", "jobs.rl_grpo:RLConfig", ["policy=p", "reward.verifier.model=m"]),
 ])
 def test_shipped_configs_load(name, cls_path, extra):
     import importlib

@@ -14,41 +14,51 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_reproduce_smoke(ray_session, tmp_path):
     from genrm_rl.config import from_dict
-    from genrm_rl.pipeline import Pipeline, ReproduceConfig
+    from jobs.pipeline import Pipeline, ReproduceConfig
 
     cfg = from_dict(ReproduceConfig, {
         "task": "word_sort", "output_dir": str(tmp_path / "run"),
         "tiny": {"hidden_size": 64, "num_layers": 1, "num_heads": 2, "intermediate_size": 128},
-        "num_test_problems": 4, "num_val_problems": 3, "n": 4, "n_oracle": 3, "max_solution_tokens": 40,
+        "num_test_problems": 4, "num_val_problems": 3, "n": 4, "max_solution_tokens": 40,
         "verifier_train_problems": 10, "verifier_samples_per_problem": 2,
         "generator_min_accuracy": 1.0, "generator_extra_steps": 3, "generator_max_extensions": 1,
         "generator": {"split": "mixed", "num_problems": 60, "max_steps": 6, "micro_batch_size": 8},
+        "snapshot_every": 3, "policy_accuracy": 1.0, "policy_dev_problems": 2, "policy_dev_samples": 2,
         "verifier_stage": {"num_problems": 40, "max_steps": 6, "micro_batch_size": 8},
-        "cot_k": 2, "cot_max_new_tokens": 24, "num_workers": 1, "cpus_per_worker": 0.5,
-        "num_replicas": 1, "replica_cpus": 0.25, "score_batch_size": 8,
-        "verifiers": ["genrm_cot", "genrm_direct", "orm", "llm_judge"],
+        "cot_k": 2, "cot_k_curve": [1, 2], "cot_max_new_tokens": 24, "num_workers": 1, "cpus_per_worker": 0.5,
+        "num_replicas": 1, "replica_cpus": 0.25, "score_batch_size": 8, "oracle_set": True, "n_oracle": 3,
+        "bootstrap_samples": 50, "verifiers": ["genrm_cot", "genrm_direct", "orm", "llm_judge"],
     })
     summary = Pipeline(cfg).run()
     out = tmp_path / "run"
     report = json.loads((out / "bon_ood.json").read_text())
-    assert report["n"] == [1, 2, 4] and set(report["methods"]) == {"genrm_cot", "genrm_direct", "orm", "llm_judge"}
+    names = {"genrm_cot", "genrm_cot_lambda0", "genrm_direct", "orm", "llm_judge"}
+    assert report["n"] == [1, 2, 4] and set(report["methods"]) == names
     assert report["num_candidates"] == 16
     assert (out / "bon_ood.png").is_file() and "| genrm_cot (Best-of-N)" in (out / "bon_ood.md").read_text()
+    assert (out / "k_curve_indist.png").is_file() and summary["sets"]["indist"]["k_curve"]["k"] == [1, 2]
     oracle = json.loads((out / "bon_ood_oracle.json").read_text())
     assert oracle["n"] == [1, 2, 3] and oracle["baselines"]["pass_at_n"][-1] == 100.0  # one correct per problem
     assert len((out / "data" / "train_candidates.jsonl").read_text().splitlines()) == 20
     for stem, count in (("test", 16), ("val", 12), ("oracle", 12)):
-        for name in ("genrm_cot", "genrm_direct", "orm", "llm_judge"):
+        for name in names:
             assert len((out / "scores" / f"{stem}_{name}.jsonl").read_text().splitlines()) == count
     assert set(summary["sets"]) == {"indist", "ood", "ood_oracle"}
     assert not (out / "llm_judge").exists()  # the judge is the generator, prompted, never trained
+    # λ = 0 trains on verification data only; λ = 1/3 adds generation examples
+    assert json.loads((out / "genrm_cot_lambda0" / "data_stats.json").read_text())["generate"] == 0
+    assert json.loads((out / "genrm_cot" / "data_stats.json").read_text())["generate"] > 0
     # the generator missed its (impossible) accuracy bar once and was resumed for 3 more steps
     assert [c["steps"] for c in summary["generator_checks"]] == [6, 9]
     starts = [json.loads(line) for line in (out / "generator" / "metrics.jsonl").read_text().splitlines()
               if '"event": "start"' in line]
     assert [s["resumed_from"] for s in starts] == [None, 6]
+    # no snapshot reached the (impossible) policy bar: every one was measured, the final generator is the policy
+    assert [Path(c["model"]).name for c in summary["policy"]["checks"]] == ["step-3", "step-6", "step-9", "model"]
+    assert (out / "policy" / "config.json").is_file()
     stats = json.loads((out / "genrm_cot" / "data_stats.json").read_text())
     assert stats["verify"] > 0 and "excluded" in stats
+    assert {t["target"] for t in summary["targets"]} and "## Targets" in (out / "report.md").read_text()
     # a re-run finds every stage done and only re-evaluates
     again = Pipeline(cfg).run()
     assert again["stage_seconds"] == {}
@@ -56,7 +66,7 @@ def test_reproduce_smoke(ray_session, tmp_path):
 
 @pytest.mark.slow
 def test_benchmarks_smoke(ray_session, trained_verifier_dir, tmp_path):
-    from genrm_rl.bench import BenchConfig, run_bench
+    from jobs.bench.cpu import BenchConfig, run_bench
 
     md = tmp_path / "BENCH.md"
     cfg = BenchConfig(model=trained_verifier_dir, num_pairs=4, ks=[2], batch_size=4, max_new_tokens=24,
@@ -74,9 +84,8 @@ def test_gpu_benchmark_script_smoke(trained_verifier_dir):
     # the verifier was trained in this process (launcher local): its process group must not leave a
     # rendezvous address behind, or the subprocess below would try to join it
     assert not {"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE"} & set(os.environ)
-    proc = subprocess.run([sys.executable, "-m", "bench.gpu_gemma2b", "--shape", "tiny", "--device", "cpu",
-                           "--dtype", "float32", "--new-tokens", "8", "--prompts", "2", "--k", "2",
-                           "--train-steps", "2", "--micro-batch", "2", "--seq-len", "32"],
+    proc = subprocess.run([sys.executable, "-m", "jobs.bench", "gpu", "shape=tiny", "device=cpu", "dtype=float32",
+                           "new_tokens=8", "prompts=2", "k=2", "train_steps=2", "micro_batch=2", "seq_len=32"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads(proc.stdout[proc.stdout.index("{"):])

@@ -20,7 +20,7 @@ def reward_service(ray_session, tiny_model_dir):
 
 def _cfg(tmp_path, policy, **kw):
     from genrm_rl.config import from_dict
-    from genrm_rl.rl import RLConfig
+    from jobs.rl_grpo import RLConfig
 
     base = {"policy": policy, "output_dir": str(tmp_path), "num_train_problems": 16, "num_eval_problems": 4,
             "num_generations": 4, "per_device_train_batch_size": 4, "max_steps": 2, "max_completion_length": 24,
@@ -30,8 +30,8 @@ def _cfg(tmp_path, policy, **kw):
 
 
 def test_grpo_steps_use_the_service_scores(reward_service, tiny_model_dir, tmp_path):
-    from genrm_rl.rl import run_rl
     from genrm_rl.verifier import GenerativeVerifier, VerifierConfig
+    from jobs.rl_grpo import run_rl
 
     # connect by router name, the way a user attaches `genrm rl` to a running `genrm-rl serve`
     # num_iterations=2: each generation batch is reused for two clipped updates, so 4 steps = 2 batches
@@ -54,7 +54,7 @@ def test_grpo_steps_use_the_service_scores(reward_service, tiny_model_dir, tmp_p
 
 
 def test_rloo_with_rule_reward_only(tiny_model_dir, tmp_path):
-    from genrm_rl.rl import run_rl
+    from jobs.rl_grpo import run_rl
 
     summary = run_rl(_cfg(tmp_path, tiny_model_dir, trainer="rloo", reward={"weight": 0.0, "rule_weight": 1.0}))
     assert summary["trainer"] == "rloo" and summary["reward_weights"]["genrm"] is None
@@ -62,9 +62,9 @@ def test_rloo_with_rule_reward_only(tiny_model_dir, tmp_path):
 
 
 def test_failed_reward_service_fails_the_step(tiny_model_dir, tmp_path):
-    from genrm_rl.rl import run_rl
+    from genrm_rl.runtime import free_port
+    from jobs.rl_grpo import run_rl
     from reward.client import RewardServiceError
-    from tests.conftest import free_port
 
     cfg = _cfg(tmp_path, tiny_model_dir, reward={"url": f"http://127.0.0.1:{free_port()}", "retries": 1,
                                                   "timeout_s": 5.0})

@@ -7,7 +7,9 @@ import torch
 
 from genrm_rl.scoring import (
     aggregate_votes,
-    sample_next_token,
+    row_generators,
+    sample_rows,
+    sample_seed,
     verdict_tokens,
     yes_probability,
     yes_probability_from_logprobs,
@@ -32,10 +34,30 @@ def test_aggregate_and_sampling():
     with pytest.raises(ValueError):
         aggregate_votes([])
     logits = torch.tensor([[0.0, 10.0, 0.0], [5.0, 0.0, 0.0]])
-    assert sample_next_token(logits, 0.0, 1.0).tolist() == [1, 0]
-    g = torch.Generator().manual_seed(0)
-    draws = torch.stack([sample_next_token(logits, 1.0, 0.5, g) for _ in range(50)])
+    assert sample_rows(logits, 0.0, 1.0, []).tolist() == [1, 0]
+    gens = row_generators([1, 2], "cpu")
+    draws = torch.stack([sample_rows(logits, 1.0, 0.5, gens) for _ in range(50)])
     assert (draws[:, 0] == 1).all()  # top-p keeps only the dominant token
+
+
+def test_sampling_frequencies_follow_the_distribution():
+    probs = torch.tensor([0.6, 0.3, 0.1])
+    gens = row_generators(range(4000), "cpu")
+    draws = sample_rows(probs.log().expand(4000, 3), 1.0, 1.0, gens)
+    freq = torch.bincount(draws, minlength=3).float() / 4000
+    assert torch.allclose(freq, probs, atol=0.03)
+    nucleus = sample_rows(probs.log().expand(4000, 3), 1.0, 0.8, gens)  # keeps {0, 1}: 0.6/0.9 and 0.3/0.9
+    assert (nucleus != 2).all() and abs((nucleus == 0).float().mean().item() - 2 / 3) < 0.03
+
+
+def test_a_rows_draw_depends_on_its_seed_only():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 50)
+    seeds = [sample_seed(7, [1, 2, 3], j) for j in range(3)]
+    assert len(set(seeds)) == 3 and seeds[0] == sample_seed(7, [1, 2, 3], 0) != sample_seed(8, [1, 2, 3], 0)
+    together = sample_rows(logits, 1.0, 1.0, row_generators(seeds, "cpu")).tolist()
+    alone = [sample_rows(logits[i:i + 1], 1.0, 1.0, row_generators([seeds[i]], "cpu")).item() for i in range(3)]
+    assert together == alone
 
 
 def test_verdict_tokens_strip_shared_prefix(tiny_model_dir):
@@ -71,12 +93,12 @@ def test_cot_votes_match_a_full_forward_at_each_verdict(trained_verifier_dir):
     from genrm_rl.backends.hf import TransformersBackend
     from genrm_rl.prompts import get_prompt_format
     from genrm_rl.tasks import get_task
-    from genrm_rl.verifier import VerifierConfig
+    from genrm_rl.verifier import VerifierConfig, backend_spec
 
     task = get_task("last_letter")
     problems = task.make_problems("val", 3, seed=5)
     fmt = get_prompt_format("compact")
-    backend = TransformersBackend(VerifierConfig(model=trained_verifier_dir, batch_size=3))
+    backend = TransformersBackend(backend_spec(VerifierConfig(model=trained_verifier_dir, batch_size=3)))
     prompts = [backend.tokenizer(fmt.cot(p.question, s), add_special_tokens=False).input_ids
                for p, s in zip(problems, [task.solve(problems[0]), "wrong", task.solve(problems[2])], strict=True)]
     groups = backend.sample_verdicts(prompts, k=3, temperature=1.0, top_p=1.0, max_new_tokens=200, seed=0)
@@ -105,11 +127,11 @@ def test_bad_items_rejected(tiny_model_dir):
     from genrm_rl.verifier import GenerativeVerifier, VerifierConfig
 
     v = GenerativeVerifier(VerifierConfig(model=tiny_model_dir, mode="direct", max_input_chars=100))
-    with pytest.raises(ValueError, match="item 0: question and solution must be non-empty"):
+    with pytest.raises(ValueError, match=r"items\[0\].question: empty string"):
         v.score([("", "s")])
-    with pytest.raises(ValueError, match="item 1: 201 characters"):
+    with pytest.raises(ValueError, match=r"items\[1\]: 201 characters > max_input_chars=100"):
         v.score([("q", "s"), ("q", "x" * 200)])
-    with pytest.raises(ValueError, match="item 0: expected"):
+    with pytest.raises(ValueError, match=r"items\[0\].solution: expected a string"):
         v.score([("q", 3)])
 
 
@@ -133,3 +155,23 @@ def test_empty_candidate_scores_zero_without_a_verifier_call(tiny_model_dir):
     assert [(s.problem_id, s.candidate_id) for s in got] == [("p", i) for i in range(4)]
     want = [r.score for r in v.score([("Q?", "The answer is a."), ("Q?", "b")])]
     assert [s.score for s in got] == pytest.approx([want[0], 0.0, 0.0, want[1]], abs=1e-6)
+
+
+def test_cot_scores_do_not_depend_on_the_batch(trained_verifier_dir):
+    """A candidate's rationales depend on the seed and its own text, not on what was batched with it,
+    so re-runs through a dynamically batching service give the same scores, and the first k votes of
+    a K-vote run are a k-vote run."""
+    from genrm_rl.tasks import get_task
+    from genrm_rl.verifier import GenerativeVerifier, VerifierConfig
+
+    task = get_task("last_letter")
+    problems = task.make_problems("val", 4, seed=9)
+    items = [(p.question, task.solve(p)) for p in problems]
+    v = GenerativeVerifier(VerifierConfig(model=trained_verifier_dir, mode="cot", k=4, batch_size=4, max_new_tokens=120))
+    together = v.score(items)
+    alone = [v.score([item])[0] for item in reversed(items)][::-1]
+    for a, b in zip(together, alone, strict=True):
+        assert a.votes == pytest.approx(b.votes, abs=1e-5)
+    fewer = v.score(items, k=2)
+    for a, b in zip(together, fewer, strict=True):
+        assert a.votes[:2] == pytest.approx(b.votes, abs=1e-5)

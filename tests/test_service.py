@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from genrm_rl.runtime import free_port
 
 TOKEN = "test-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -81,12 +81,19 @@ def test_concurrent_clients_get_their_own_answers(http_service, direct_verifier)
         assert status == 200
         want = direct_verifier.score([(x["question"], x["solution"]) for x in batch])
         assert [x["score"] for x in body["results"]] == pytest.approx([w.score for w in want], abs=1e-5)
-    metrics = httpx.get(http_service.url + "/metrics", headers=AUTH, timeout=30).json()
+    metrics = httpx.get(http_service.url + "/stats", headers=AUTH, timeout=30).json()
     assert metrics["batches"] >= 1 and metrics["batch_size_max"] >= 2  # requests were batched together
+    prom = httpx.get(http_service.url + "/metrics", headers=AUTH, timeout=30)
+    assert prom.headers["content-type"].startswith("text/plain")
+    text = prom.text
+    assert "# TYPE genrm_requests_total counter" in text and "genrm_batch_size_bucket" in text
+    assert "genrm_request_latency_seconds_count" in text and "genrm_replicas_alive 2.0" in text
+    requests = next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("genrm_requests_total "))
+    assert requests >= 16
 
 
 def test_duplicates_are_computed_once_and_cached(http_service, direct_verifier):
-    metrics = lambda: httpx.get(http_service.url + "/metrics", headers=AUTH, timeout=30).json()  # noqa: E731
+    metrics = lambda: httpx.get(http_service.url + "/stats", headers=AUTH, timeout=30).json()  # noqa: E731
     before = metrics()
     pair = {"question": "What is dedup?", "solution": "It is once. The answer is once."}
     r = post(http_service.url + "/score", json={"items": [pair, pair, pair]})
@@ -136,8 +143,8 @@ def test_oversized_inputs(http_service):
     body = json.dumps({"items": [{"question": "q" * 250_000, "solution": "s"}]}).encode()
     r = post(http_service.url + "/score", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 413 and "max_body_bytes" in r.json()["error"]
-    bad = post(http_service.url + "/get_reward", json={"query": ["abc"], "prompts": ["xyz"]})
-    assert bad.status_code == 422 and "does not start with prompts[0]" in bad.json()["error"]
+    bad = post(http_service.url + "/get_reward", json={"query": ["abc"], "prompts": ["xyz"], "labels": "x"})
+    assert bad.status_code == 422 and "'labels' must be a list" in bad.json()["error"]
     assert httpx.get(http_service.url + "/health", timeout=30).json()["replicas_alive"] == 2
 
 
@@ -174,10 +181,12 @@ def test_python_clients_and_adapters(http_service, direct_verifier, monkeypatch)
     import reward.openrlhf as openrlhf
     import reward.verl as verl
 
-    verl._client = None
+    verl._clients.clear()
     openrlhf._client = None
-    assert verl.compute_score("last_letter", "4. The answer is 4.", "4", {"question": "What is 2+2?"}) == pytest.approx(want[0], abs=1e-5)
-    assert verl.compute_score_batch(["d"], ["4. The answer is 4."], ["4"], [{"question": "What is 2+2?"}]) == pytest.approx(want, abs=1e-5)
+    got = asyncio.run(verl.compute_score("last_letter", "4. The answer is 4.", "4", {"question": "What is 2+2?"}))
+    assert got["score"] == pytest.approx(want[0], abs=1e-5)
+    got = verl.compute_score_sync("last_letter", "4. The answer is 4.", "4", {"question": "What is 2+2?"})
+    assert got["score"] == pytest.approx(want[0], abs=1e-5)
     out = openrlhf.reward_func([prompts[0] + "4. The answer is 4."], prompts, ["4"])
     assert out["rewards"].tolist() == pytest.approx(want, abs=1e-5)
 

@@ -19,7 +19,7 @@ def test_generators_are_deterministic_and_sized(name):
             assert lo <= len(items) <= hi
             assert set(items) <= words  # real words from the packaged list
             assert task.is_correct(p, task.solve(p))
-    assert len(words) > 500 and all(w.isalpha() for w in words)
+    assert len(words) == 300 and all(w.isalpha() for w in words)
 
 
 def test_last_letter_answer_and_checker():
@@ -55,12 +55,28 @@ def test_oracle_rationale_catches_planted_error_at_its_step(name):
             assert "Wrong" in lines[step - 1] and all(line.endswith("Correct.") for line in lines[: step - 1])
 
 
+def test_planted_errors_are_near_misses_that_change_the_answer():
+    task = get_task("last_letter")
+    rng = random.Random(1)
+    kinds = set()
+    for p in task.make_problems("mixed", 60, seed=3):
+        bad, step = task.corrupt(p, rng)
+        assert not task.is_correct(p, bad) and bad.splitlines()[:step - 1] == task.solve(p).splitlines()[:step - 1]
+        wrong = bad.splitlines()[step - 1]
+        kinds.add("end" if '"' in wrong and "end" in wrong else "answer" if wrong.startswith("The answer") else "step")
+    assert kinds == {"end", "answer", "step"}
+
+
 def test_rationale_for_truncated_and_garbage_candidates():
     task = get_task("last_letter")
     p = task.make_problems("test", 1, seed=0)[0]
     first_line = task.solve(p).splitlines()[0]
     r = task.rationale(p, first_line)
-    assert r.first_error_step == 2 and "[missing step]" in r.text
+    # the second step is written as it should be, then found missing from the solution
+    assert r.first_error_step == 2 and r.text.splitlines()[1] == task.solve(p).splitlines()[1] + " Wrong."
+    longer = task.solve(p) + "\nmore"
+    r = task.rationale(p, longer)
+    assert r.text.splitlines()[-2] == "End of solution. Wrong." and not r.verdict
     r = task.rationale(p, "blah")
     assert r.first_error_step == 1 and not r.verdict
 

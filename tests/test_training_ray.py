@@ -67,37 +67,88 @@ def _run_job(args, env, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
 
 
+def _checkpoint_steps(out: Path) -> list[int]:
+    """Steps of the checkpoints Ray Train has registered for this output_dir (its manager's snapshot)."""
+    snap = list((out / "ray").glob("*/checkpoint_manager_snapshot.json"))
+    if not snap:
+        return []
+    text = snap[0].read_text()
+    import re
+
+    return sorted({int(m) for m in re.findall(r"step-(\d{9})", text)})
+
+
+def _wait(cond, timeout, proc):
+    deadline = time.time() + timeout
+    while not cond() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    return cond()
+
+
 @pytest.mark.slow
 def test_killed_job_resumes_from_its_checkpoint(ray_session, tiny_model_dir, tmp_path):
-    """SIGKILL the training job (driver and its Ray workers) after its first checkpoint; the rerun
-    with the same output_dir continues from that step and finishes the remaining steps only."""
+    """SIGKILL the training job (driver and its Ray workers) at several moments, one of them inside a
+    checkpoint save (the save pauses on purpose between writing and committing): every re-run of the
+    same command resumes from the newest complete checkpoint, never crashes on a torn one, and the
+    last run finishes the remaining steps only."""
     out = tmp_path / "resume"
-    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address,
+           "GENRM_CHECKPOINT_PAUSE_S": "2"}
     args = [f"model={tiny_model_dir}", f"output_dir={out}", "data.task=last_letter", "data.num_problems=200",
-            "max_steps=200", "micro_batch_size=8", "checkpoint_every=10", "log_every=5", "launcher=ray",
+            "max_steps=60", "micro_batch_size=8", "checkpoint_every=10", "log_every=5", "launcher=ray",
             "ray.num_workers=2", "ray.cpus_per_worker=0.5", "tensorboard=false"]
-    proc = _run_job(args, env)
-    deadline = time.time() + 240
-    while not (out / "checkpoints" / "latest").is_file() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-    assert (out / "checkpoints" / "latest").is_file(), proc.communicate()[0][-3000:] if proc.poll() is not None else ""
-    time.sleep(2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = max(m.get("step", 0) for m in _metrics(out) if "loss" in m)
-    saved = int((out / "checkpoints" / "latest").read_text().strip().split("-")[1])
-    assert 10 <= saved < 200 and not (out / "model").exists()
-
-    resumed = _run_job([a if not a.startswith("max_steps") else f"max_steps={saved + 20}" for a in args], env)
-    log, _ = resumed.communicate(timeout=300)
+    kills = []
+    for moment in ("inside the first save", "between saves", "inside a later save"):
+        proc = _run_job(args, env)
+        before = set(_checkpoint_steps(out))
+        if moment.startswith("inside"):  # a checkpoint's files are in storage but it is not registered yet
+            def uploading(before=before):
+                dirs = {int(p.name[5:]) for p in (out / "ray").glob("*/step-*")}
+                return bool(dirs - before - set(_checkpoint_steps(out)))
+            ok = _wait(uploading, 240, proc)
+        else:
+            ok = _wait(lambda before=before: set(_checkpoint_steps(out)) - before, 240, proc)
+            time.sleep(1)
+        assert ok, proc.communicate()[0][-3000:] if proc.poll() is not None else moment
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kills.append((moment, _checkpoint_steps(out)))
+    registered = kills[-1][1]
+    assert registered and all(s % 10 == 0 for s in registered), kills
+    newest = max(registered)
+    resumed = _run_job(args, {**env, "GENRM_CHECKPOINT_PAUSE_S": "0"})
+    log, _ = resumed.communicate(timeout=400)
     assert resumed.returncode == 0, log[-3000:]
-    assert f"resumed from checkpoint at step {saved}" in log
+    assert f"resumed from checkpoint at step {newest}" in log, (kills, log[-2000:])
     starts = [m for m in _metrics(out) if m.get("event") == "start"]
-    assert starts[0]["step"] == 0 and starts[-1]["step"] == saved and starts[-1]["resumed_from"] == saved
-    after = [m["step"] for m in _metrics(out) if "loss" in m][len([m for m in _metrics(out) if "loss" in m and m["step"] <= killed_at]):]
-    assert after and min(after) > saved  # no step at or below the checkpoint was trained again
+    assert starts[0]["step"] == 0 and starts[-1]["resumed_from"] == newest
     end = [m for m in _metrics(out) if m.get("event") == "end"][-1]
-    assert end["step"] == saved + 20 and (out / "model" / "model.safetensors").is_file()
+    assert end["step"] == 60 and (out / "model" / "model.safetensors").is_file()
+    # Ray Train keeps keep_checkpoints (2) of them, the newest included
+    assert len(_checkpoint_steps(out)) <= 2 and max(_checkpoint_steps(out)) == 60
+
+
+def test_local_checkpoints_are_committed_after_every_rank_wrote(tiny_model_dir, tmp_path):
+    """Without Ray: a half-written checkpoint (no COMPLETE marker, as a kill inside a save leaves it)
+    is never resumed from, and pruning keeps the newest complete ones."""
+    from genrm_rl.training.checkpoint import Checkpointer
+    from genrm_rl.training.launch import run_training
+
+    out = tmp_path / "local"
+    cfg = _train_cfg(tiny_model_dir, out, launcher="local", engine="torch", max_steps=20, checkpoint_every=5,
+                     keep_checkpoints=2, tensorboard=False)
+    run_training(cfg)
+    ckpts = Checkpointer(out, 2, 0, under_ray=False)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-15", "step-20"]
+    assert ckpts.newest_local().name == "step-20"
+    # a save killed half-way: files there, no marker; and a renamed one whose marker is missing
+    torn = out / "checkpoints" / "step-25"
+    torn.mkdir()
+    (torn / "state").mkdir()
+    assert ckpts.newest_local().name == "step-20"
+    result = run_training(_train_cfg(tiny_model_dir, out, launcher="local", engine="torch", max_steps=25,
+                                     checkpoint_every=5, keep_checkpoints=2, tensorboard=False))
+    assert result["resumed_from"] == 20 and result["step"] == 25
 
 
 @pytest.mark.slow
@@ -136,7 +187,7 @@ def test_ray_job_submit_to_a_local_head(tiny_model_dir, tmp_path):
     without `ray stop` (which would also stop this session's cluster)."""
     import secrets
 
-    from tests.conftest import free_port
+    from genrm_rl.runtime import free_port
 
     bin_dir = Path(sys.executable).parent
     ray_bin = str(bin_dir / "ray")

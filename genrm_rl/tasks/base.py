@@ -110,20 +110,25 @@ class Task:
 
     # ---- oracle rationale -----------------------------------------------------------------
     def rationale(self, problem: Problem, solution: str) -> Rationale:
-        """Check `solution` line by line against the reference; stop at the first wrong step.
+        """Verify `solution` step by step: write the step as it should be, then grade the solution's
+        step against it; stop at the first wrong one.
 
-        Each line restates the candidate's step, writes the expected step, then grades it, like the
-        released reference-guided rationales ("Expected Answer: ... Verification: Yes"). Writing the
-        expected step first lets a verifier trained jointly on generation solve, then compare."""
-        expected = self.steps(self.items(problem.question))
+            " coat: t, so t. Correct.
+            coat dog: g, so tg. Wrong.
+            Verification: Is the answer correct (Yes/No)? No
+
+        Why this order: the expected step is derived from the question and the verifier's own
+        previous step before the solution's step is looked at, so a verifier cannot pass by copying
+        the solution (with the solution's step written first, most training lines agree with it and
+        copying is the cheapest fit). A verifier trained jointly on generation solves, then compares."""
+        expected = [_norm(x) for x in self.steps(self.items(problem.question))]
         got = [line for line in (_norm(x) for x in solution.strip().splitlines()) if line]
         lines = []
         first_error = None
         for i in range(max(len(expected), len(got))):
-            want = _norm(expected[i]) if i < len(expected) else "end of solution."
-            have = got[i] if i < len(got) else "[missing step]"
-            ok = i < len(expected) and i < len(got) and have == want
-            lines.append(f"{have} Expected: {want} {'Correct.' if ok else 'Wrong.'}")
+            want = expected[i] if i < len(expected) else "End of solution."
+            ok = i < len(expected) and i < len(got) and got[i] == want
+            lines.append(f"{want} {'Correct.' if ok else 'Wrong.'}")
             if not ok:
                 first_error = i + 1
                 break

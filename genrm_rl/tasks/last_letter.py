@@ -1,10 +1,28 @@
-"""Last-letter concatenation (Wei et al. 2022; the GenRM paper's first algorithmic task)."""
+"""Last-letter concatenation (Wei et al. 2022; the GenRM paper's first algorithmic task).
+
+Solutions walk the word list by content, not by position: each step names the previous word and
+the word that follows it in the question, then that word's last letter and the letters so far;
+the walk ends when the previous word is followed by the closing quote:
+
+    " coat: t, so t.
+    coat dog: g, so tg.
+    dog apple: e, so tge.
+    apple ": end.
+    The answer is tge.
+
+Why: every step is the same local operation (find a word in the question, read the next one), so
+a model that learns it on 2-4 words has a chance on 5-6, and a verifier can check each step
+against the question alone. Planted errors are near misses of the mistakes a sampled solution
+makes: a neighbouring letter, a skipped or repeated word, an early or late end, a dropped letter.
+"""
 
 from __future__ import annotations
 
 import random
 
 from genrm_rl.tasks.base import Problem, Task, word_list
+
+QUOTE = '"'
 
 
 class LastLetterTask(Task):
@@ -17,44 +35,76 @@ class LastLetterTask(Task):
     def target(self, items):
         return "".join(w[-1] for w in items)
 
-    def steps(self, items, letters=None):
-        letters = letters if letters is not None else [w[-1] for w in items]
-        lines = [f"{w} ends in {c}." for w, c in zip(items, letters, strict=True)]
-        joined = "".join(letters)
-        lines.append(f"{'+'.join(letters)} = {joined}.")
-        lines.append(f"The answer is {joined}.")
+    def steps(self, items, walk=None, letters=None, stop=True, answer=None):
+        """The solution for `items`; a corrupted one passes the words it walks (`walk`), their letters,
+        whether it ends with the end line, and its final answer."""
+        walk = list(items) if walk is None else walk
+        letters = [w[-1] for w in walk] if letters is None else letters
+        lines, prev, so_far = [], QUOTE, ""
+        for word, letter in zip(walk, letters, strict=True):
+            so_far += letter
+            lines.append(f"{prev} {word}: {letter}, so {so_far}.")
+            prev = word
+        if stop:
+            lines.append(f"{prev} {QUOTE}: end.")
+        lines.append(f"The answer is {so_far if answer is None else answer}.")
         return lines
 
     def corrupt(self, problem: Problem, rng: random.Random) -> tuple[str, int]:
+        """A near-miss wrong solution and its first wrong step; its final answer is always wrong (a
+        wrong step that happens to give the right letters, e.g. a swapped-in word with the same last
+        letter, is drawn again), so the planted label agrees with the answer checker."""
+        for _ in range(50):
+            solution, step = self._corrupt_once(problem, rng)
+            if not self.is_correct(problem, solution):
+                return solution, step
+        raise RuntimeError(f"could not plant an error that changes the answer of {problem.question!r}")
+
+    def _corrupt_once(self, problem: Problem, rng: random.Random) -> tuple[str, int]:
         words = self.items(problem.question)
-        letters = [w[-1] for w in words]
         n = len(words)
-        kind = rng.choice(["letter", "skip", "swap_word", "concat", "answer"])
-        if kind == "letter":
+        letters = [w[-1] for w in words]
+        kind = rng.choice(["letter", "letter", "skip", "repeat", "early_end", "late_end", "drop", "answer"])
+        if kind == "letter":  # a near miss: the second-to-last letter, or a neighbour's last letter
             i = rng.randrange(n)
-            letters[i] = rng.choice([c for c in "abcdefghijklmnopqrstuvwxyz" if c != letters[i]])
-            return "\n".join(self.steps(words, letters)), i + 1
-        if kind == "skip":  # a step is dropped; the wrong line is where the skipped word should be
-            i = rng.randrange(n)
-            kept = words[:i] + words[i + 1:]
-            return "\n".join(self.steps(kept)), i + 1
-        if kind == "swap_word":  # a step uses some other word
-            i = rng.randrange(n)
-            other = rng.choice([w for w in word_list() if w[-1] != words[i][-1]])
-            return "\n".join(self.steps(words[:i] + [other] + words[i + 1:])), i + 1
+            options = {words[i][-2]} | {words[j][-1] for j in (i - 1, i + 1) if 0 <= j < n}
+            options.discard(letters[i])
+            wrong = rng.choice(sorted(options) or [c for c in "etsdnr" if c != letters[i]])
+            return self._join(self.steps(words, letters=letters[:i] + [wrong] + letters[i + 1:])), i + 1
+        if kind == "skip" and n > 2:  # a word is skipped: the walk jumps over it
+            i = rng.randrange(1, n)
+            return self._join(self.steps(words, walk=words[:i] + words[i + 1:])), i + 1
+        if kind == "repeat":  # a word is taken twice, or a word from elsewhere takes the place of the next
+            i = rng.randrange(1, n)
+            other = rng.choice([w for w in words if w != words[i]] + [rng.choice(word_list())])
+            walk = words[:i] + [other] + words[i + 1:]
+            return self._join(self.steps(words, walk=walk)), i + 1
+        if kind in ("early_end", "skip") and n > 1:  # the walk stops before the last word
+            i = rng.randrange(1, n)
+            return self._join(self.steps(words, walk=words[:i])), i + 1
+        if kind == "late_end":  # the walk goes on past the last word
+            extra = rng.choice([w for w in word_list() if w not in words])
+            return self._join(self.steps(words, walk=words + [extra])), n + 1
         lines = self.steps(words)
         joined = "".join(letters)
+        if kind == "drop":  # a letter goes missing from the letters so far
+            i = rng.randrange(1, n) if n > 1 else 0
+            so_far = joined[:i + 1]
+            bad = so_far[:-2] + so_far[-1] if len(so_far) > 1 else rng.choice([c for c in "etsdnr" if c != so_far])
+            lines[i] = lines[i].rsplit(", so ", 1)[0] + f", so {bad}."
+            for j in range(i + 1, n):  # later steps build on the wrong letters
+                bad += letters[j]
+                lines[j] = lines[j].rsplit(", so ", 1)[0] + f", so {bad}."
+            lines[-1] = f"The answer is {bad}."
+            return self._join(lines), i + 1
         wrong = joined
-        while wrong == joined:
-            chars = list(joined)
-            j = rng.randrange(len(chars))
-            chars[j] = rng.choice("abcdefghijklmnopqrstuvwxyz")
-            if rng.random() < 0.5 and len(chars) > 1:
-                chars = chars[:-1]
-            wrong = "".join(chars)
-        if kind == "concat":
-            lines[n] = f"{'+'.join(letters)} = {wrong}."
-            lines[n + 1] = f"The answer is {wrong}."
-            return "\n".join(lines), n + 1
-        lines[n + 1] = f"The answer is {wrong}."
-        return "\n".join(lines), n + 2
+        while wrong == joined:  # the answer line does not copy the letters so far
+            i = rng.randrange(len(joined))
+            wrong = joined[:i] + joined[i + 1:] if rng.random() < 0.5 and len(joined) > 1 else \
+                joined[:i] + rng.choice("abcdefghijklmnopqrstuvwxyz") + joined[i + 1:]
+        lines[-1] = f"The answer is {wrong}."
+        return self._join(lines), n + 2
+
+    @staticmethod
+    def _join(lines: list[str]) -> str:
+        return "\n".join(lines)

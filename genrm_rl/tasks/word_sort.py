@@ -37,11 +37,11 @@ class WordSortTask(Task):
         words = self.items(problem.question)
         n = len(words)
         kind = rng.choice(["pick", "drop", "answer"])
-        if kind == "pick":  # a non-minimal word picked at step i; later steps follow from it
+        if kind == "pick":  # a non-minimal word picked at step i, most often the runner-up; later steps follow
             i = rng.randrange(n - 1)
             good = sorted(words)
             left = sorted(good[i:])
-            wrong = rng.choice(left[1:])
+            wrong = left[1] if rng.random() < 0.7 else rng.choice(left[1:])
             rest = sorted(w for w in left if w != wrong)
             return "\n".join(self.steps(words, good[:i] + [wrong] + rest)), i + 1
         if kind == "drop":  # a word vanishes: step i picks the next word instead

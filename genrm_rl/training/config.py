@@ -8,8 +8,6 @@ from typing import Literal
 from genrm_rl.config import option
 from genrm_rl.training.data import TrainDataConfig
 
-OBJECTIVES = ("genrm_cot", "genrm_direct", "orm", "generator", "dpo")
-
 
 @dataclasses.dataclass
 class RayScaling:
@@ -20,7 +18,8 @@ class RayScaling:
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = option(
         "PACK", help="STRICT_SPREAD puts every worker on a different node")
     max_failures: int = option(0, help="restart the worker group this many times after a crash (resumes)")
-    storage_path: str = option("", help="Ray Train run storage ('' = <output_dir>/ray)")
+    storage_path: str = option("", help="where Ray Train keeps checkpoints: a local path every node can reach or a "
+                                        "cloud URI (s3://..., gs://...; '' = <output_dir>/ray)")
 
     def __post_init__(self):
         if self.num_workers < 1:
@@ -43,8 +42,8 @@ class DeepSpeedOptions:
 
 @dataclasses.dataclass
 class TrainConfig:
-    objective: Literal["genrm_cot", "genrm_direct", "orm", "generator", "dpo"] = option(
-        "genrm_cot", help="genrm_cot / genrm_direct (+ λ generation), orm or dpo baseline, or the generator")
+    objective: str = option(
+        "genrm_cot", help="genrm_cot / genrm_direct (+ λ generation), orm or dpo baseline, or generator (genrm_rl.kinds)")
     model: str = option("", help="initial model directory (HF format)")
     output_dir: str = option("runs/train", help="checkpoints, metrics and the exported model/ go here")
     data: TrainDataConfig = option(TrainDataConfig, help="training data")
@@ -61,6 +60,8 @@ class TrainConfig:
     seed: int = option(0, help="data order and init seed")
     checkpoint_every: int = option(0, help="save a resumable checkpoint every N steps (0 = never)")
     keep_checkpoints: int = option(2, help="how many recent checkpoints to keep")
+    export_every: int = option(0, help="also export a HF model to <output_dir>/snapshots/step-N every N steps "
+                                       "(0 = only the final model); e.g. to pick a policy by measured accuracy")
     log_every: int = option(10, help="log metrics every N steps")
     launcher: Literal["ray", "local"] = option(
         "ray", help="ray: Ray Train workers; local: this process is one rank (also under `deepspeed`/`torchrun`)")
@@ -73,6 +74,9 @@ class TrainConfig:
     dpo_beta: float = option(0.1, help="dpo: β of the DPO loss and of the implicit reward the verifier scores with")
 
     def __post_init__(self):
+        from genrm_rl.kinds import OBJECTIVE_RECIPE, check_choice
+
+        check_choice(self.objective, OBJECTIVE_RECIPE, "objective")
         if not self.model:
             raise ValueError("model is required: an HF model directory to start from")
         if self.micro_batch_size < 1 or self.grad_accum < 1:
@@ -83,10 +87,17 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.gen_weight < 0:
             raise ValueError(f"gen_weight (λ) must be >= 0, got {self.gen_weight}")
-        if self.objective == "dpo" and (self.launcher == "ray" and self.ray.num_workers != 1):
+        if self.recipe == "dpo" and (self.launcher == "ray" and self.ray.num_workers != 1):
             raise ValueError("objective 'dpo' trains with TRL's DPOTrainer as one Ray task: set ray.num_workers=1 "
                              "(several GPUs: launcher=local under `accelerate launch`)")
         if self.dpo_beta <= 0:
             raise ValueError(f"dpo_beta must be > 0, got {self.dpo_beta}")
         if self.engine == "torch" and self.deepspeed.zero_stage == 3:
             raise ValueError("engine 'torch' has no ZeRO-3; use engine 'deepspeed'")
+
+    @property
+    def recipe(self) -> str:
+        """sft, orm or dpo: how `objective` trains (genrm_rl.kinds)."""
+        from genrm_rl.kinds import OBJECTIVE_RECIPE
+
+        return OBJECTIVE_RECIPE[self.objective]

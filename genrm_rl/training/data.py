@@ -33,6 +33,9 @@ class TrainDataConfig:
     max_length: int = option(1024, help="drop examples longer than this many tokens (counted in the log)")
     exclude_problems: list[str] = option([], help="problems JSONL files whose questions must not be trained on")
     val_fraction: float = option(0.05, help="fraction held out for validation loss")
+    balance: bool = option(False, help="equal numbers of correct and incorrect solutions: plant errors into "
+                                       "(or add reference solutions for) the task's problems until they match, "
+                                       "as the paper balances its verification data")
 
     def __post_init__(self):
         if self.num_problems < 0 or self.negatives_per_problem < 0:
@@ -63,6 +66,7 @@ class DataStats:
     released_dropped: int = 0
     excluded: int = 0
     too_long: int = 0
+    balanced_added: int = 0
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -88,6 +92,8 @@ def _labelled_candidates(cfg: TrainDataConfig) -> tuple[list[tuple[str, str, boo
             for _ in range(cfg.negatives_per_problem):
                 bad, _step = task.corrupt(problem, rng)
                 out.append((problem.question, bad, False, task.rationale(problem, bad).text))
+    if cfg.balance and task is None:
+        raise ValueError("data.balance plants errors into the task's problems: it needs data.task")
     for path in cfg.candidates_files:
         if task is None:
             raise ValueError("data.candidates_files needs data.task to write oracle rationales")
@@ -102,6 +108,8 @@ def _labelled_candidates(cfg: TrainDataConfig) -> tuple[list[tuple[str, str, boo
                 stats.rationale_disagrees += 1
                 text = None
             out.append((cand.question, cand.solution, correct, text))
+    if cfg.balance and out:
+        stats.balanced_added = _balance(out, task, rng)
     if cfg.released_files:
         from genrm_rl.critiques import load_rationales, load_released
 
@@ -118,6 +126,21 @@ def _labelled_candidates(cfg: TrainDataConfig) -> tuple[list[tuple[str, str, boo
             released = released[: cfg.released_limit]
         out += released
     return out, stats
+
+
+def _balance(out: list, task, rng: random.Random) -> int:
+    """Add planted-error solutions (or reference solutions) for questions already in `out` until the
+    correct and incorrect counts are equal; returns how many were added."""
+    from genrm_rl.tasks import Problem
+
+    questions = sorted({q for q, *_ in out})
+    gap = sum(1 if correct else -1 for _, _, correct, _ in out)
+    for k in range(abs(gap)):
+        question = questions[rng.randrange(len(questions))]
+        problem = Problem(f"balance-{k}", task.name, question, task.target(task.items(question)))
+        solution = task.corrupt(problem, rng)[0] if gap > 0 else task.solve(problem)
+        out.append((question, solution, gap < 0, task.rationale(problem, solution).text))
+    return abs(gap)
 
 
 def build_examples(objective: str, cfg: TrainDataConfig, gen_weight: float, gen_weight_mode: str,
@@ -168,22 +191,24 @@ class Tokenized:
     """0 verify, 1 generate, 2 orm"""
 
 
-KINDS = {"verify": 0, "generate": 1, "orm": 2}
+EXAMPLE_KINDS = {"verify": 0, "generate": 1, "orm": 2}
 
 
 def tokenize_examples(examples: list[Example], tokenizer, max_length: int) -> tuple[list[Tokenized], int]:
     """Prompt and completion are tokenized separately (as at inference); too-long ones are dropped."""
     out, too_long = [], 0
-    prompts = tokenizer([e.prompt for e in examples], add_special_tokens=False).input_ids
+    from genrm_rl.modeling import encode
+
+    prompts = encode(tokenizer, [e.prompt for e in examples])
     completions = tokenizer([e.completion for e in examples], add_special_tokens=False).input_ids
     for e, p, c in zip(examples, prompts, completions, strict=True):
         if len(p) + len(c) > max_length:
             too_long += 1
             continue
         if e.kind == "orm":
-            out.append(Tokenized(list(p), [int(e.label)], KINDS["orm"]))
+            out.append(Tokenized(list(p), [int(e.label)], EXAMPLE_KINDS["orm"]))
         else:
-            out.append(Tokenized(list(p) + list(c), [-100] * len(p) + list(c), KINDS[e.kind]))
+            out.append(Tokenized(list(p) + list(c), [-100] * len(p) + list(c), EXAMPLE_KINDS[e.kind]))
     return out, too_long
 
 

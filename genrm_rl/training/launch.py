@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def prepare_data(cfg: TrainConfig):
         raise ValueError(f"no training examples for objective {cfg.objective!r} ({stats.as_dict()})")
     train, val = split_val(tokens, cfg.data.val_fraction, cfg.seed)
     pos_weight = 1.0
-    if cfg.objective == "orm":
+    if cfg.recipe == "orm":
         pos = sum(t.labels[0] for t in train)
         neg = len(train) - pos
         if pos == 0 or neg == 0:
@@ -53,7 +54,7 @@ def run_training(cfg: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, out / "config.yaml")
     t0 = time.time()
-    result = _run_dpo(cfg) if cfg.objective == "dpo" else _run_sft(cfg)
+    result = _run_dpo(cfg) if cfg.recipe == "dpo" else _run_sft(cfg)
     result["seconds"] = round(time.time() - t0, 1)
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return result
@@ -95,7 +96,7 @@ def _run_dpo(cfg: TrainConfig) -> dict:
         return train_dpo(to_dict(cfg), rows, stats)
     import ray
 
-    from genrm_rl.ray_utils import ensure_ray
+    from genrm_rl.runtime import ensure_ray
 
     ensure_ray(cfg.ray.address)
     task = ray.remote(train_dpo).options(num_cpus=cfg.ray.cpus_per_worker, num_gpus=1 if cfg.ray.use_gpu else 0)
@@ -107,12 +108,21 @@ def _total_steps(cfg: TrainConfig, n_train: int, world: int, epoch_shard) -> int
     return cfg.max_steps or max(1, batches // cfg.grad_accum) * cfg.epochs
 
 
+def run_name(cfg: TrainConfig) -> str:
+    """Ray Train's run name: stable for one output_dir, so re-running the same job finds its
+    checkpoints in storage and resumes."""
+    import hashlib
+
+    digest = hashlib.sha1(str(Path(cfg.output_dir).resolve()).encode()).hexdigest()[:10]
+    return f"genrm-{cfg.objective}-{digest}"
+
+
 def _run_ray(cfg: TrainConfig, payload: dict, template: dict, n_train: int) -> dict:
     import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from genrm_rl.ray_utils import ensure_ray
+    from genrm_rl.runtime import ensure_ray
     from genrm_rl.training.ds_config import build_deepspeed_config
     from genrm_rl.training.worker import epoch_shard, train_worker
 
@@ -126,22 +136,24 @@ def _run_ray(cfg: TrainConfig, payload: dict, template: dict, n_train: int) -> d
     resources = {"CPU": cfg.ray.cpus_per_worker}
     if cfg.ray.use_gpu:
         resources["GPU"] = 1
+    storage = cfg.ray.storage_path or str((Path(cfg.output_dir) / "ray").resolve())
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=payload,
         torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=world, use_gpu=cfg.ray.use_gpu, resources_per_worker=resources,
                                      placement_strategy=cfg.ray.placement_strategy),
-        run_config=RunConfig(
-            name=f"genrm-{cfg.objective}-{int(time.time())}",
-            storage_path=str(Path(cfg.ray.storage_path or Path(cfg.output_dir) / "ray").resolve()),
-            failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
-        ),
+        run_config=RunConfig(name=run_name(cfg), storage_path=storage,
+                             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=max(1, cfg.keep_checkpoints))),
     )
-    trainer.fit()
-    result_file = Path(cfg.output_dir) / "metrics.jsonl"
-    ends = [json.loads(line) for line in result_file.read_text().splitlines() if '"event": "end"' in line]
-    if not ends:
-        raise RuntimeError(f"training finished without an end record in {result_file}")
-    result = {k: v for k, v in ends[-1].items() if k != "event"}
-    return result
+    result = trainer.fit()
+    model = Path(cfg.output_dir) / "model"
+    if cfg.export and result.checkpoint is not None and not (model / "config.json").is_file():
+        # rank 0 ran on a node whose disk this driver does not see: take the export from storage
+        with result.checkpoint.as_directory() as path:
+            shutil.copytree(Path(path) / "model", model)
+    final = result.metrics or {}
+    if not final.get("final"):
+        raise RuntimeError(f"training under Ray finished without its final report (last metrics: {final})")
+    return {k: final[k] for k in ("step", "final_loss", "val_loss", "resumed_from", "world_size")}

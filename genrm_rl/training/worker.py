@@ -3,9 +3,11 @@
 
 Resumability: DeepSpeed checkpoints (model, optimizer, scheduler) are written every
 `checkpoint_every` steps with a client state holding the step and the data position
-(epoch, micro-batch). A restarted job (same output_dir) loads the latest one and skips the
-micro-batches already consumed, so it continues where it stopped, not from step 0.
-Multi-node: `output_dir` must be on storage every node sees (NFS, Lustre, a mounted bucket).
+(epoch, micro-batch), through `genrm_rl.training.checkpoint` (Ray Train's reported checkpoints,
+complete or absent). A restarted worker group or a re-run of the job loads the newest one and
+skips the micro-batches already consumed, so it continues where it stopped, not from step 0.
+Multi-node: checkpoints and the final model travel through Ray Train's `storage_path`; rank 0's
+metrics.jsonl and TensorBoard files are written to its `output_dir`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from genrm_rl.training.data import KINDS, Tokenized
+from genrm_rl.runtime import free_port
+from genrm_rl.training.data import EXAMPLE_KINDS, Tokenized
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -29,7 +32,7 @@ def _dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
-def _init_distributed(on_gpu: bool) -> None:
+def init_distributed(on_gpu: bool) -> None:
     """Ray Train has already created the process group; `deepspeed`/`torchrun` set env vars only;
     a single process started without a launcher gets a private rendezvous, so no MASTER_ADDR/PORT
     is left in os.environ for processes it starts later."""
@@ -40,15 +43,7 @@ def _init_distributed(on_gpu: bool) -> None:
         torch.distributed.init_process_group(backend)
         return
     os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed's engine reads it from the environment
-    torch.distributed.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    torch.distributed.init_process_group(backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
 
 
 def collate(batch: list[Tokenized], pad_id: int, device) -> dict[str, torch.Tensor]:
@@ -57,7 +52,7 @@ def collate(batch: list[Tokenized], pad_id: int, device) -> dict[str, torch.Tens
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     kinds = torch.tensor([t.kind for t in batch], dtype=torch.long)
-    orm = batch[0].kind == KINDS["orm"]
+    orm = batch[0].kind == EXAMPLE_KINDS["orm"]
     labels = torch.tensor([float(t.labels[0]) for t in batch]) if orm else torch.full((len(batch), width), -100, dtype=torch.long)
     for i, t in enumerate(batch):
         n = len(t.input_ids)
@@ -80,84 +75,10 @@ def epoch_shard(n: int, epoch: int, seed: int, rank: int, world: int, micro_bs: 
     return [mine[i:i + micro_bs] for i in range(0, len(mine), micro_bs)]
 
 
-class TorchEngine:
-    """Plain PyTorch (DDP when world > 1) with the engine surface the loop uses; the benchmark
-    baseline against which DeepSpeed's overhead is measured."""
-
-    def __init__(self, model, cfg, total_steps: int, world: int, on_gpu: bool):
-        self.module = model
-        self.model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8,
-                                           weight_decay=cfg.weight_decay)
-        warm = max(1, int(cfg.warmup_ratio * total_steps))
-        total = max(total_steps, 2)
-
-        def schedule(step):  # same shape as DeepSpeed's WarmupDecayLR
-            return min(1.0, (step + 1) / warm) if step < warm else max(0.0, (total - step) / max(1, total - warm))
-
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
-        self.grad_accum, self.max_grad_norm = cfg.grad_accum, cfg.max_grad_norm
-        self.micro_steps = 0
-        self.global_steps = 0
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else torch.autocast("cpu", enabled=False)
-
-    def __call__(self, **kwargs):
-        with self.autocast:
-            return self.model(**kwargs)
-
-    def backward(self, loss):
-        (loss / self.grad_accum).backward()
-
-    def is_gradient_accumulation_boundary(self) -> bool:
-        return (self.micro_steps + 1) % self.grad_accum == 0
-
-    def step(self):
-        if self.is_gradient_accumulation_boundary():
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.global_steps += 1
-        self.micro_steps += 1
-
-    def get_lr(self):
-        return self.scheduler.get_last_lr()
-
-    def save_checkpoint(self, save_dir, tag, client_state):
-        if _dist_info()[0] == 0:
-            path = Path(save_dir) / tag
-            path.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict(), "micro_steps": self.micro_steps,
-                        "global_steps": self.global_steps, "client_state": client_state}, path / "state.pt")
-            (Path(save_dir) / "latest").write_text(tag)
-        if torch.distributed.is_initialized():
-            torch.distributed.barrier()
-
-    def load_checkpoint(self, load_dir):
-        tag = (Path(load_dir) / "latest").read_text().strip()
-        state = torch.load(Path(load_dir) / tag / "state.pt", map_location="cpu", weights_only=False)
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.micro_steps, self.global_steps = state["micro_steps"], state["global_steps"]
-        return str(Path(load_dir) / tag), state["client_state"]
-
-
-def _build_engine(model, cfg, ds_config, total_steps, world, on_gpu):
-    if cfg.engine == "torch":
-        return TorchEngine(model, cfg, total_steps, world, on_gpu)
-    import deepspeed
-
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-                                      config=ds_config)
-    return engine
-
-
 def _compute_loss(engine, batch, cfg, pos_weight):
     from genrm_rl.training.losses import joint_sft_loss, orm_loss
 
-    if cfg.objective == "orm":
+    if cfg.recipe == "orm":
         logits = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return orm_loss(logits, batch["labels"], pos_weight)
     logits = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -200,23 +121,10 @@ def _export(engine, cfg, tokenizer, out_dir: Path, rank: int) -> None:
         tmp.rename(out_dir)
 
 
-def train_worker(payload: dict) -> dict:
-    """Entry point of every rank. `payload`: {"cfg": TrainConfig dict, "ds_config": dict,
-    "train": [Tokenized], "val": [Tokenized], "pos_weight": float}."""
-    from tqdm import tqdm
-
-    from genrm_rl.config import from_dict
-    from genrm_rl.modeling import load_tokenizer
-    from genrm_rl.training.config import TrainConfig
-
-    cfg = from_dict(TrainConfig, payload["cfg"])
-    train, val = payload["train"], payload["val"]
-    if not isinstance(train, list):  # a Ray ObjectRef (large datasets travel through the object store)
-        import ray
-
-        train, val = ray.get(train), ray.get(val)
+def _setup_rank(cfg) -> tuple[int, int, torch.device, bool]:
+    """Join the process group, pick the device and the CPU threads: (rank, world, device, on_gpu)."""
     on_gpu = torch.cuda.is_available() and (cfg.ray.use_gpu or cfg.launcher == "local")
-    _init_distributed(on_gpu)
+    init_distributed(on_gpu)
     rank, world, local_rank = _dist_info()
     device = torch.device(f"cuda:{local_rank}") if on_gpu else torch.device("cpu")
     if on_gpu:
@@ -226,10 +134,12 @@ def train_worker(payload: dict) -> dict:
     elif cfg.launcher == "ray":  # Ray reserves CPUs per worker; more threads would oversubscribe them
         torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
     torch.manual_seed(cfg.seed)
+    return rank, world, device, on_gpu
 
-    _record_rank(Path(cfg.output_dir), rank, world, device)
-    tokenizer = load_tokenizer(cfg.model, padding_side="right")
-    if cfg.objective == "orm":
+
+def _load_model(cfg, tokenizer, device):
+    """The causal LM, or for the ORM the same body with a 1-unit score head."""
+    if cfg.recipe == "orm":
         from transformers import AutoModelForSequenceClassification
 
         model = AutoModelForSequenceClassification.from_pretrained(cfg.model, num_labels=1,
@@ -238,43 +148,53 @@ def train_worker(payload: dict) -> dict:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(cfg.model)
-    model.to(device).train()
+    return model.to(device).train()
 
-    batches_per_epoch = len(epoch_shard(len(train), 0, cfg.seed, rank, world, cfg.micro_batch_size))
-    steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)
-    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
-    engine = _build_engine(model, cfg, payload["ds_config"], total_steps, world, on_gpu)
 
-    out = Path(cfg.output_dir)
-    ckpt_dir = out / "checkpoints"
-    step, epoch, micro = 0, 0, 0
-    resumed_from = None
-    if (ckpt_dir / "latest").is_file():
-        path, client = engine.load_checkpoint(str(ckpt_dir))
-        if path is not None and client:
-            step, epoch, micro = client["step"], client["epoch"], client["micro"]
-            resumed_from = step
-    writer = None
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        if cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+class _RankZeroLog:
+    """metrics.jsonl, TensorBoard and console lines, written by rank 0 only."""
 
-            writer = SummaryWriter(str(out / "tb"))
-        with (out / "metrics.jsonl").open("a") as fh:
-            fh.write(json.dumps({"event": "start", "step": step, "resumed_from": resumed_from, "world_size": world,
-                                 "total_steps": total_steps, "train_examples": len(train)}) + "\n")
-        if resumed_from is not None:
-            print(f"[train] resumed from checkpoint at step {resumed_from} (epoch {epoch}, micro-batch {micro})",
-                  flush=True)
+    def __init__(self, cfg, rank: int):
+        self.out = Path(cfg.output_dir)
+        self.enabled = rank == 0
+        self.writer = None
+        if self.enabled:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if cfg.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
 
+                self.writer = SummaryWriter(str(self.out / "tb"))
+
+    def record(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        with (self.out / "metrics.jsonl").open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if self.writer and "event" not in row:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.writer.add_scalar(f"train/{k}", v, row["step"])
+
+    def close(self, step: int, val_loss: float | None) -> None:
+        if self.writer:
+            if val_loss is not None:
+                self.writer.add_scalar("val/loss", val_loss, step)
+            self.writer.close()
+
+
+def _train_loop(engine, cfg, train, tokenizer, device, position: dict, total_steps: int, rank: int, world: int,
+                log: _RankZeroLog, pos_weight: float, checkpointer) -> dict:
+    """Optimizer steps from `position` ({"step", "epoch", "micro"}) to `total_steps`; returns the last
+    step's metrics. Checkpoints every `checkpoint_every` steps carry the position, so a resumed run
+    skips exactly the micro-batches already consumed."""
+    from tqdm import tqdm
+
+    step, epoch, micro = position["step"], position["epoch"], position["micro"]
     bar = tqdm(total=total_steps, initial=step, desc=f"train {cfg.objective}", disable=rank != 0, mininterval=5)
     t_last, tokens_since, last = time.time(), 0, {}
-    pos_weight = payload.get("pos_weight", 1.0)
-    done = step >= total_steps
-    while not done:
+    while step < total_steps:
         batches = epoch_shard(len(train), epoch, cfg.seed, rank, world, cfg.micro_batch_size)
-        while micro < len(batches):
+        while micro < len(batches) and step < total_steps:
             batch = collate([train[i] for i in batches[micro]], tokenizer.pad_token_id, device)
             loss, metrics = _compute_loss(engine, batch, cfg, pos_weight)
             engine.backward(loss)
@@ -289,47 +209,93 @@ def train_worker(payload: dict) -> dict:
             last = metrics
             if step % cfg.log_every == 0 or step == total_steps:
                 now = time.time()
-                row = {"step": step, "epoch": epoch, **metrics, "lr": float(engine.get_lr()[0]),
-                       "tokens_per_s": tokens_since / max(now - t_last, 1e-9)}
+                log.record({"step": step, "epoch": epoch, **metrics, "lr": float(engine.get_lr()[0]),
+                            "tokens_per_s": tokens_since / max(now - t_last, 1e-9)})
                 t_last, tokens_since = now, 0
-                if rank == 0:
-                    bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-                    with (out / "metrics.jsonl").open("a") as fh:
-                        fh.write(json.dumps(row) + "\n")
-                    if writer:
-                        for k, v in row.items():
-                            if isinstance(v, (int, float)) and k != "step":
-                                writer.add_scalar(f"train/{k}", v, step)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                engine.save_checkpoint(str(ckpt_dir), tag=f"step-{step}",
-                                       client_state={"step": step, "epoch": epoch, "micro": micro})
-                if rank == 0:
-                    _prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
-            if step >= total_steps:
-                done = True
-                break
-        if not done:
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
+                checkpointer.save(engine, {"step": step, "epoch": epoch, "micro": micro}, {"loss": metrics["loss"]})
+            if cfg.export_every and step % cfg.export_every == 0:
+                _export(engine, cfg, tokenizer, Path(cfg.output_dir) / "snapshots" / f"step-{step}", rank)
+        if step < total_steps:
             epoch, micro = epoch + 1, 0
     bar.close()
-    if cfg.checkpoint_every and step % cfg.checkpoint_every and resumed_from != step:
-        # the final step too, so a later run with a larger max_steps continues from here
-        engine.save_checkpoint(str(ckpt_dir), tag=f"step-{step}", client_state={"step": step, "epoch": epoch, "micro": micro})
-        if rank == 0:
-            _prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
+    position.update(step=step, epoch=epoch, micro=micro)
+    return last
 
+
+def train_worker(payload: dict) -> dict:
+    """Entry point of every rank. `payload`: {"cfg": TrainConfig dict, "ds_config": dict,
+    "train": [Tokenized], "val": [Tokenized], "pos_weight": float}."""
+    from genrm_rl.config import from_dict
+    from genrm_rl.modeling import load_tokenizer
+    from genrm_rl.training.checkpoint import Checkpointer
+    from genrm_rl.training.config import TrainConfig
+    from genrm_rl.training.engines import build_engine, enable_zero3_init
+
+    cfg = from_dict(TrainConfig, payload["cfg"])
+    train, val = payload["train"], payload["val"]
+    if not isinstance(train, list):  # a Ray ObjectRef (large datasets travel through the object store)
+        import ray
+
+        train, val = ray.get(train), ray.get(val)
+    rank, world, device, on_gpu = _setup_rank(cfg)
+    out = Path(cfg.output_dir)
+    _record_rank(out, rank, world, device)
+    tokenizer = load_tokenizer(cfg.model, padding_side="right")
+    enable_zero3_init(cfg, payload["ds_config"])
+    model = _load_model(cfg, tokenizer, device)
+    batches_per_epoch = len(epoch_shard(len(train), 0, cfg.seed, rank, world, cfg.micro_batch_size))
+    total_steps = cfg.max_steps or max(1, batches_per_epoch // cfg.grad_accum) * cfg.epochs
+    engine = build_engine(model, cfg, payload["ds_config"], total_steps, world, on_gpu)
+
+    under_ray = cfg.launcher == "ray"
+    checkpointer = Checkpointer(out, cfg.keep_checkpoints, rank, under_ray)
+    client = checkpointer.restore(engine)
+    position = {k: client[k] for k in ("step", "epoch", "micro")} if client else {"step": 0, "epoch": 0, "micro": 0}
+    resumed_from = position["step"] if client else None
+    log = _RankZeroLog(cfg, rank)
+    log.record({"event": "start", "step": position["step"], "resumed_from": resumed_from, "world_size": world,
+                "total_steps": total_steps, "train_examples": len(train)})
+    if resumed_from is not None and rank == 0:
+        print(f"[train] resumed from checkpoint at step {resumed_from} (epoch {position['epoch']}, "
+              f"micro-batch {position['micro']})", flush=True)
+
+    pos_weight = payload.get("pos_weight", 1.0)
+    last = _train_loop(engine, cfg, train, tokenizer, device, position, total_steps, rank, world, log, pos_weight,
+                       checkpointer)
     val_loss = _validate(engine, val, cfg, tokenizer.pad_token_id, device, pos_weight, rank, world)
-    result = {"step": step, "final_loss": last.get("loss"), "val_loss": val_loss, "resumed_from": resumed_from,
-              "world_size": world}
+    result = {"step": position["step"], "final_loss": last.get("loss"), "val_loss": val_loss,
+              "resumed_from": resumed_from, "world_size": world}
+    _finish(engine, cfg, tokenizer, checkpointer, position, result, resumed_from, rank)
+    log.record({"event": "end", **result})
+    log.close(position["step"], val_loss)
+    return result
+
+
+def _finish(engine, cfg, tokenizer, checkpointer, position: dict, result: dict, resumed_from, rank: int) -> None:
+    """Export the model and checkpoint the final step, so a later run with a larger max_steps
+    continues from here. Under Ray the export also travels inside the final checkpoint: the driver
+    copies it from storage when `output_dir` is not on a file system it shares with rank 0."""
+    import tempfile
+
+    out = Path(cfg.output_dir)
+    if checkpointer.under_ray:
+        with tempfile.TemporaryDirectory(prefix="genrm-export-") as tmp:
+            export = Path(tmp) / "model"
+            if cfg.export:
+                _export(engine, cfg, tokenizer, export, rank)  # a collective under ZeRO-3
+                if rank == 0:
+                    shutil.copytree(export, out / "model.tmp", dirs_exist_ok=True)
+                    shutil.rmtree(out / "model", ignore_errors=True)
+                    (out / "model.tmp").rename(out / "model")
+            checkpointer.save(engine, dict(position), {"final": True, **result},
+                              extra=(lambda d: shutil.copytree(export, d / "model")) if cfg.export else None)
+        return
+    if cfg.checkpoint_every and resumed_from != position["step"]:
+        checkpointer.save(engine, dict(position), {})
     if cfg.export:
         _export(engine, cfg, tokenizer, out / "model", rank)
-    if rank == 0:
-        with (out / "metrics.jsonl").open("a") as fh:
-            fh.write(json.dumps({"event": "end", **result}) + "\n")
-        if writer:
-            if val_loss is not None:
-                writer.add_scalar("val/loss", val_loss, step)
-            writer.close()
-    return result
 
 
 def _record_rank(out: Path, rank: int, world: int, device) -> None:
@@ -348,9 +314,3 @@ def _record_rank(out: Path, rank: int, world: int, device) -> None:
     (out / "ranks" / f"rank{rank}.json").write_text(json.dumps(
         {"rank": rank, "world_size": world, "node_id": node_id, "host": socket.gethostname(), "pid": os.getpid(),
          "device": str(device)}))
-
-
-def _prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
-    tags = sorted((p for p in ckpt_dir.glob("step-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[1]))
-    for old in tags[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)

@@ -1,8 +1,13 @@
-"""Connecting to Ray the same way in every job: an explicit address, RAY_ADDRESS, or a local cluster."""
+"""Process-level plumbing every job needs the same way: the Ray connection and a free local port.
+
+Ray: an explicit address, else RAY_ADDRESS, else a local cluster. `import ray` happens inside the
+function, so importing this module (and `genrm_rl`) stays cheap.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 
 
 def ensure_ray(address: str = "", num_cpus: int | None = None, namespace: str = "genrm_rl") -> None:
@@ -16,3 +21,10 @@ def ensure_ray(address: str = "", num_cpus: int | None = None, namespace: str = 
         ray.init(address=address, namespace=namespace, log_to_driver=True)
     else:
         ray.init(num_cpus=num_cpus, namespace=namespace, log_to_driver=True, include_dashboard=False)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

@@ -1,7 +1,7 @@
 """GPU benchmark with a Gemma-2B-shaped model (random weights; speed does not depend on them).
 
-    python -m bench.gpu_gemma2b --out results.json            # on a GPU node (no Ray needed)
-    python -m bench.gpu_gemma2b --shape tiny --device cpu     # smoke run anywhere
+    genrm-rl bench gpu out=gemma2b.json                       # on a GPU node (no Ray needed)
+    genrm-rl bench gpu shape=tiny device=cpu dtype=float32    # smoke run anywhere (= python -m jobs.bench gpu)
 
 Measures (1) GenRM-CoT scoring decode tokens/s at batch 1 and at 512 rows (64 prompts x K=8) with
 the project's cached sampling loop, against the memory-bandwidth bound at batch 1
@@ -12,11 +12,14 @@ utilisation, counting 6 * params * tokens against 989 TFLOP/s dense bf16.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
+
+from genrm_rl.config import option
 
 SHAPES = {
     # Gemma-2B: 18 layers, d=2048, 8 heads x 256, MQA (1 KV head), MLP 16384, vocab 256000.
@@ -27,6 +30,25 @@ SHAPES = {
 }
 HBM_BYTES_PER_S = 3.35e12
 PEAK_BF16_FLOPS = 989e12
+
+
+@dataclasses.dataclass
+class GpuBenchConfig:
+    shape: Literal["gemma2b", "tiny"] = option("gemma2b", help="model shape (tiny: a CPU smoke run)")
+    device: str = option("cuda", help="cuda or cpu")
+    dtype: str = option("bfloat16", help="bfloat16, float16 or float32")
+    new_tokens: int = option(128, help="decoded tokens per row")
+    prompts: int = option(64, help="prompts in the batched decode (x k rows)")
+    k: int = option(8, help="rationales per prompt in the batched decode")
+    train_steps: int = option(10, help="timed DeepSpeed steps (after 2 warm-up steps)")
+    micro_batch: int = option(8, help="training micro-batch")
+    seq_len: int = option(1024, help="training sequence length")
+    out: str = option("", help="also write the JSON result here")
+
+    def __post_init__(self):
+        for name in ("new_tokens", "prompts", "k", "train_steps", "micro_batch", "seq_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 def build_model(shape: str, path: Path) -> Path:
@@ -48,11 +70,10 @@ def build_model(shape: str, path: Path) -> Path:
 def bench_decode(path: Path, device: str, dtype: str, new_tokens: int, prompts: int, k: int) -> dict:
     import torch
 
+    from genrm_rl.backends import BackendSpec
     from genrm_rl.backends.hf import TransformersBackend
-    from genrm_rl.verifier import VerifierConfig
 
-    cfg = VerifierConfig(model=str(path), device=device, dtype=dtype, batch_size=prompts)
-    backend = TransformersBackend(cfg)
+    backend = TransformersBackend(BackendSpec(model=str(path), device=device, dtype=dtype, batch_size=prompts))
     params = sum(p.numel() for p in backend.model.parameters())
     weight_bytes = sum(p.numel() * p.element_size() for p in backend.model.parameters())
     prompt = backend.tokenizer("Q: Take the last letters of the words in \"hawk marble fact\".\nA:",
@@ -96,9 +117,9 @@ def bench_train(path: Path, device: str, steps: int, micro_batch: int, seq_len: 
     import deepspeed
     from transformers import AutoModelForCausalLM
 
-    from genrm_rl.training.worker import _init_distributed
+    from genrm_rl.training.worker import init_distributed
 
-    _init_distributed(on_gpu)
+    init_distributed(on_gpu)
     model = AutoModelForCausalLM.from_pretrained(path).to(device)
     model.gradient_checkpointing_enable()
     ds = build_deepspeed_config(cfg, world_size=1, total_steps=steps + 2, on_gpu=on_gpu)
@@ -120,30 +141,12 @@ def bench_train(path: Path, device: str, steps: int, micro_batch: int, seq_len: 
             "micro_batch": micro_batch, "seq_len": seq_len, "zero_stage": 2}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="gemma2b")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--prompts", type=int, default=64, help="x K rows in the batched decode")
-    parser.add_argument("--k", type=int, default=8)
-    parser.add_argument("--train-steps", type=int, default=10)
-    parser.add_argument("--micro-batch", type=int, default=8)
-    parser.add_argument("--seq-len", type=int, default=1024)
-    parser.add_argument("--out", default="")
-    args = parser.parse_args(argv)
+def run_gpu_bench(cfg: GpuBenchConfig) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        path = build_model(args.shape, Path(tmp) / "model")
-        result = {"shape": args.shape, "device": args.device,
-                  "decode": bench_decode(path, args.device, args.dtype, args.new_tokens, args.prompts, args.k),
-                  "train": bench_train(path, args.device, args.train_steps, args.micro_batch, args.seq_len)}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        path = build_model(cfg.shape, Path(tmp) / "model")
+        result = {"shape": cfg.shape, "device": cfg.device,
+                  "decode": bench_decode(path, cfg.device, cfg.dtype, cfg.new_tokens, cfg.prompts, cfg.k),
+                  "train": bench_train(path, cfg.device, cfg.train_steps, cfg.micro_batch, cfg.seq_len)}
+    if cfg.out:
+        Path(cfg.out).write_text(json.dumps(result, indent=2))
+    return result

@@ -188,40 +188,34 @@ def bench_service(cfg: BenchConfig, pairs) -> dict:
     RL trainer would hold one; a fresh connection per request would measure TLS-context and socket
     set-up in httpx, not the service."""
     import concurrent.futures as cf
-    import socket
     import threading
 
     import torch
 
-    from genrm_rl.config import from_dict
-    from genrm_rl.ray_utils import ensure_ray
+    from genrm_rl.runtime import ensure_ray, free_port
     from genrm_rl.verifier import GenerativeVerifier, VerifierConfig
     from reward.client import RewardClient
-    from reward.config import ServeConfig
-    from reward.service import start_service
+    from reward.service import serve_verifier
 
     ensure_ray()
     default_threads = torch.get_num_threads()
-    vcfg = {"model": cfg.model, "mode": "cot", "k": cfg.service_k, "batch_size": cfg.batch_size,
-            "max_new_tokens": cfg.max_new_tokens, "device": "cpu", "seed": cfg.seed}
+    vcfg = VerifierConfig(model=cfg.model, mode="cot", k=cfg.service_k, batch_size=cfg.batch_size,
+                          max_new_tokens=cfg.max_new_tokens, device="cpu", seed=cfg.seed)
     rows = {}
     for threads in cfg.service_threads:
         threads = threads or default_threads
         torch.set_num_threads(threads)
-        direct = GenerativeVerifier(VerifierConfig(**vcfg))
+        direct = GenerativeVerifier(vcfg)
         direct.score(pairs[:2])
         direct_before = _direct_rate(direct, pairs, cfg.batch_size)
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         # one batch at a time at the replica, so that batches fill while it computes (throughput,
         # not latency, is measured here); the replica gets the same torch threads as the direct run
-        service = start_service(from_dict(ServeConfig, {
-            "verifier": vcfg, "num_replicas": 1, "replica_cpus": float(threads), "max_batch_size": cfg.batch_size,
-            "max_inflight_per_replica": 1, "max_wait_ms": cfg.service_max_wait_ms,
-            "batch_gap_ms": cfg.service_batch_gap_ms, "port": port, "cache_size": 0,
-            "router_name": "bench_router"}))
+        service = serve_verifier(vcfg, http=True, port=port, num_replicas=1, replica_cpus=float(threads),
+                                 max_batch_size=cfg.batch_size, max_inflight_per_replica=1,
+                                 max_wait_ms=cfg.service_max_wait_ms, batch_gap_ms=cfg.service_batch_gap_ms,
+                                 cache_size=0, router_name="bench_router")
         row = {"threads": threads, "direct_before_verifications_per_s": direct_before}
         try:
             RewardClient(service.url, timeout=600).score([{"question": q, "solution": s} for q, s in pairs[:2]])
@@ -288,7 +282,7 @@ def bench_training(cfg: BenchConfig) -> dict:
 
 
 def run_bench(cfg: BenchConfig) -> dict:
-    from genrm_rl.ray_utils import ensure_ray
+    from genrm_rl.runtime import ensure_ray
 
     pairs = workload(cfg)
     result = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "hardware": hardware(),

@@ -1,0 +1,228 @@
+"""The reproduction's report: Best-of-N per evaluation set with bootstrap intervals, the paper's
+comparisons as paired intervals, GenRM-CoT against K, λ = 0 against λ, and which targets are met.
+
+Why separate from the stages: the same numbers are read back for a single run (`report.md`) and
+averaged over seeds (`paper_cpu.yaml`), and every claim in the README comes from here.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from genrm_rl.evaluation import EvalConfig, compare, evaluate, load_inputs, markdown_table, plot_report
+
+SET_TITLES = {"indist": "held-out 2-4 words (in distribution)", "ood": "5-6 words (out of distribution)",
+              "ood_oracle": "5-6 words, 1 correct + planted errors"}
+# (a, b): the paper's order and baselines, reported as a - b at N = n_max when both are present
+COMPARISONS = [("genrm_cot", "genrm_direct"), ("genrm_direct", "orm"), ("genrm_cot", "orm"),
+               ("genrm_cot", "self_consistency"), ("genrm_cot", "first_sample"), ("genrm_cot", "dpo"),
+               ("genrm_cot", "llm_judge"), ("genrm_cot", "genrm_cot_lambda0")]
+
+
+def _vote_tables(path: str, ks: list[int]) -> dict[int, dict]:
+    """GenRM-CoT scores from the first k of its K votes, for each k (0 where a candidate was empty)."""
+    from genrm_rl.records import Score, read_records
+
+    tables: dict[int, dict] = {k: {} for k in ks}
+    for r in read_records(path, Score):
+        for k in ks:
+            tables[k][(r.problem_id, r.candidate_id)] = sum(r.votes[:k]) / k if r.votes else r.score
+    return tables
+
+
+def evaluate_set(cfg, out: Path, key: str, stem: str, n_max: int, scores: dict[str, str]) -> dict:
+    ecfg = EvalConfig(candidates=str(out / f"data/{stem}_candidates.jsonl"), scores=scores, n_max=n_max,
+                      out=str(out / f"bon_{key}.json"), title=f"{cfg.task}: {SET_TITLES.get(key, key)}")
+    by_problem, tables = load_inputs(ecfg)
+    report = evaluate(by_problem, tables, n_max, cfg.seed, cfg.bootstrap_samples)
+    Path(ecfg.out).write_text(json.dumps(report, indent=2))
+    table = markdown_table(report, weighted=False)
+    Path(ecfg.out).with_suffix(".md").write_text(table)
+    plot_report(report, Path(ecfg.out).with_suffix(".png"), ecfg.title)
+    result = {"title": SET_TITLES.get(key, key), "table": table, "n": report["n"],
+              "first_sample": report["baselines"]["first_sample"][0],
+              "pass_at_n": report["baselines"]["pass_at_n"][-1],
+              "self_consistency": report["baselines"]["self_consistency"][-1],
+              "baselines_ci": report["baselines_ci"],
+              "verifiers": {name: {"best_of_n": m["best_of_n"], "best_of_n_ci": m["best_of_n_ci"],
+                                   "within_problem": m["within_problem"], "auroc": m["auroc"],
+                                   "acc@0.5": m["accuracy_at_0.5"]} for name, m in report["methods"].items()},
+              "comparisons": [compare(report, a, b, cfg.bootstrap_samples, cfg.seed) for a, b in COMPARISONS
+                              if a in report["per_problem"] and b in report["per_problem"]]}
+    if "genrm_cot" in scores:
+        k_tables = _vote_tables(scores["genrm_cot"], cfg.cot_k_curve)
+        k_report = evaluate(by_problem, {f"K={k}": t for k, t in k_tables.items()}, n_max, cfg.seed,
+                            cfg.bootstrap_samples, weighted=False)
+        result["k_curve"] = {"k": cfg.cot_k_curve,
+                             "best_of_n_max": [k_report["methods"][f"K={k}"]["best_of_n"][-1] for k in cfg.cot_k_curve],
+                             "ci": [k_report["methods"][f"K={k}"]["best_of_n_ci"] for k in cfg.cot_k_curve]}
+        plot_k_curve(result["k_curve"], n_max, out / f"k_curve_{key}.png", ecfg.title)
+    return result
+
+
+def evaluate_sets(cfg, out: Path, sets, scores: dict[str, dict[str, str]]) -> dict:
+    results = {key: evaluate_set(cfg, out, key, stem, n_max, scores[key]) for key, stem, n_max in sets}
+    return {"sets": results, "targets": check_targets(cfg.task, results)}
+
+
+def _cmp(result: dict, a: str, b: str) -> dict | None:
+    return next((c for c in result["comparisons"] if c["a"] == a and c["b"] == b), None)
+
+
+def _rises(curve: list[float]) -> bool:
+    return all(y >= x - 1e-9 for x, y in zip(curve, curve[1:], strict=False))
+
+
+def check_targets(task: str, sets: dict) -> list[dict]:
+    """The issue's targets for this task, each with the measured numbers and met / not met."""
+    rows = []
+
+    def add(name: str, met: bool | None, measured: str) -> None:
+        rows.append({"target": name, "met": met, "measured": measured})
+
+    for key in ("indist", "ood"):
+        r = sets.get(key)
+        if r is None or "genrm_cot" not in r["verifiers"]:
+            continue
+        cot = r["verifiers"]["genrm_cot"]["best_of_n"]
+        where = "in distribution" if key == "indist" else "out of distribution"
+        if task == "word_sort":
+            add(f"{where}: GenRM-CoT Best-of-{r['n'][-1]} > majority voting", cot[-1] > r["self_consistency"],
+                f"{cot[-1]:.1f} vs {r['self_consistency']:.1f}")
+            continue
+        add(f"{where}: GenRM-CoT Best-of-N rises monotonically with N", _rises(cot),
+            " -> ".join(f"{v:.1f}" for v in cot))
+        add(f"{where}: GenRM-CoT >= self-consistency at N={r['n'][-1]}", cot[-1] >= r["self_consistency"] - 1e-9,
+            f"{cot[-1]:.1f} vs {r['self_consistency']:.1f}")
+        for a, b in (("genrm_cot", "genrm_direct"), ("genrm_direct", "orm")):
+            c = _cmp(r, a, b)
+            if c is not None:
+                add(f"{where}: {a} > {b}, the 90% interval of the gap above 0", c["clear"],
+                    f"{c['difference']:+.1f} [{c['ci'][0]:+.1f}, {c['ci'][1]:+.1f}]")
+        if key == "ood":
+            add("out of distribution: policy Pass@16 >= 25%", r["pass_at_n"] >= 25, f"{r['pass_at_n']:.1f}")
+            add("out of distribution: GenRM-CoT Best-of-16 >= first sample + 15", cot[-1] >= r["first_sample"] + 15,
+                f"{cot[-1]:.1f} vs {r['first_sample']:.1f} + 15")
+        if key == "indist":
+            within = r["verifiers"]["genrm_cot"]["within_problem"]
+            add("in distribution: GenRM-CoT correct-over-wrong within a problem >= 90%",
+                within is not None and within >= 90, "-" if within is None else f"{within:.1f}%")
+    return rows
+
+
+def plot_k_curve(curve: dict, n_max: int, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ks, ys = curve["k"], curve["best_of_n_max"]
+    lo = [y - c[0] for y, c in zip(ys, curve["ci"], strict=True)]
+    hi = [c[1] - y for y, c in zip(ys, curve["ci"], strict=True)]
+    ax.errorbar(ks, ys, yerr=[lo, hi], marker="o", capsize=3)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("K (verification rationales per candidate)")
+    ax.set_ylabel(f"% problems solved, Best-of-{n_max}")
+    ax.set_title(f"{title}\nGenRM-CoT against inference-time compute (90% CI)", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---- writing ------------------------------------------------------------------------------------
+def _targets_md(targets: list[dict]) -> str:
+    rows = ["| target | measured | met |", "|---|---|---|"]
+    for t in targets:
+        rows.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'no'} |")
+    return "\n".join(rows) + "\n"
+
+
+def _comparisons_md(result: dict) -> str:
+    rows = [f"| Best-of-{result['n'][-1]} | difference | paired 90% CI | clear |", "|---|---|---|---|"]
+    for c in result["comparisons"]:
+        rows.append(f"| {c['a']} - {c['b']} | {c['difference']:+.1f} | [{c['ci'][0]:+.1f}, {c['ci'][1]:+.1f}] | "
+                    f"{'yes' if c['clear'] else 'no'} |")
+    return "\n".join(rows) + "\n"
+
+
+def write_report(summary: dict, path: Path) -> None:
+    lines = [f"# GenRM reproduction: {summary['task']}, seed {summary['seed']}", "",
+             f"Stage time {summary['stage_minutes_total']} min. Policy: {Path(summary['policy']['chosen']).name} "
+             f"(sampled dev accuracy {summary['policy']['checks'][-1]['dev_sampled_accuracy']:.2f}, target "
+             f"{summary['policy']['target']}).", "", "## Targets", "", _targets_md(summary["targets"])]
+    for r in summary["sets"].values():
+        lines += [f"## {r['title']}", "", r["table"], _comparisons_md(r)]
+        if "k_curve" in r:
+            lines += ["GenRM-CoT Best-of-N at N = n_max against K: " + ", ".join(
+                f"K={k}: {v:.1f}" for k, v in zip(r["k_curve"]["k"], r["k_curve"]["best_of_n_max"], strict=True)), ""]
+    path.write_text("\n".join(lines))
+
+
+# ---- several seeds ------------------------------------------------------------------------------
+def aggregate(summaries: list[dict]) -> dict:
+    """Mean and sd over seeds of every Best-of-N number, comparison and target."""
+    def ms(values):
+        values = [v for v in values if v is not None]
+        if not values:
+            return None
+        return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "values": values}
+
+    out = {"seeds": [s["seed"] for s in summaries], "stage_minutes": [s["stage_minutes_total"] for s in summaries],
+           "sets": {}}
+    for key, first in summaries[0]["sets"].items():
+        rs = [s["sets"][key] for s in summaries]
+        entry = {"title": first["title"], "n": first["n"],
+                 **{b: ms([r[b] for r in rs]) for b in ("first_sample", "pass_at_n", "self_consistency")},
+                 "verifiers": {}, "comparisons": {}}
+        for name in first["verifiers"]:
+            entry["verifiers"][name] = {
+                "best_of_n": [ms([r["verifiers"][name]["best_of_n"][i] for r in rs]) for i in range(len(first["n"]))],
+                "within_problem": ms([r["verifiers"][name]["within_problem"] for r in rs]),
+                "auroc": ms([r["verifiers"][name]["auroc"] for r in rs])}
+        for c in first["comparisons"]:
+            same = [next(x for x in r["comparisons"] if x["a"] == c["a"] and x["b"] == c["b"]) for r in rs]
+            entry["comparisons"][f"{c['a']} - {c['b']}"] = {**ms([x["difference"] for x in same]),
+                                                           "clear_in": sum(x["clear"] for x in same)}
+        if "k_curve" in first:
+            entry["k_curve"] = {"k": first["k_curve"]["k"], "best_of_n_max": [
+                ms([r["k_curve"]["best_of_n_max"][i] for r in rs]) for i in range(len(first["k_curve"]["k"]))]}
+        out["sets"][key] = entry
+    targets = {}
+    for s in summaries:
+        for t in s["targets"]:
+            targets.setdefault(t["target"], []).append(bool(t["met"]))
+    out["targets"] = [{"target": name, "met_in": sum(v), "runs": len(v)} for name, v in targets.items()]
+    return out
+
+
+def _pm(x) -> str:
+    return "-" if x is None else f"{x['mean']:.1f} ± {x['sd']:.1f}"
+
+
+def write_aggregate(agg: dict, path: Path) -> None:
+    lines = [f"# GenRM reproduction over seeds {agg['seeds']} (mean ± sd)", "",
+             "Stage minutes per seed: " + ", ".join(f"{m}" for m in agg["stage_minutes"]), "",
+             "| target | met in |", "|---|---|"]
+    lines += [f"| {t['target']} | {t['met_in']}/{t['runs']} |" for t in agg["targets"]]
+    for r in agg["sets"].values():
+        ns = r["n"]
+        lines += ["", f"## {r['title']}", "", "| method | " + " | ".join(f"N={n}" for n in ns)
+                  + " | within a problem | AUROC |", "|" + "---|" * (len(ns) + 3)]
+        for name, v in r["verifiers"].items():
+            auc = "-" if v["auroc"] is None else f"{v['auroc']['mean']:.3f} ± {v['auroc']['sd']:.3f}"
+            lines.append(f"| {name} | " + " | ".join(_pm(x) for x in v["best_of_n"])
+                         + f" | {_pm(v['within_problem'])} | {auc} |")
+        for b in ("self_consistency", "pass_at_n", "first_sample"):
+            lines.append(f"| {b} (N={ns[-1]}) | " + " | ".join("" for _ in ns[:-1]) + f" | {_pm(r[b])} | | |")
+        lines += ["", "| comparison at N = n_max | difference | 90% CI above 0 in |", "|---|---|---|"]
+        lines += [f"| {name} | {_pm(c)} | {c['clear_in']}/{len(agg['seeds'])} |" for name, c in r["comparisons"].items()]
+        if "k_curve" in r:
+            lines += ["", "GenRM-CoT Best-of-N at N = n_max against K: " + ", ".join(
+                f"K={k}: {_pm(v)}" for k, v in zip(r["k_curve"]["k"], r["k_curve"]["best_of_n_max"], strict=True))]
+    path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,433 @@
+"""The end-to-end reproduction's stages (`genrm-rl reproduce`, the README's main job).
+
+    problems -> SFT generator (HF snapshots as it learns) -> policy = the first snapshot whose
+    sampled accuracy on dev problems reaches `policy_accuracy` -> N candidates per problem from the
+    policy, labelled by the task's checker -> verifiers started from the final generator and
+    trained on 2-4-word data only: GenRM-CoT (λ and λ = 0), GenRM, ORM (DeepSpeed ranks on Ray
+    Train), DPO (TRL); LLM-as-a-judge untrained -> every candidate scored through the Ray reward
+    service -> Best-of-N reports (`jobs.paper_report`).
+
+Why a policy snapshot and a stronger verifier: Best-of-N helps where the policy is usually wrong
+but sometimes right (the paper's generator: 5% first sample, ~45% Best-of-32), and a reward model
+is judged on the policy it will reward. The policy is picked by a measured accuracy, not by a
+step count, because a tiny model learns the task in a phase change whose step varies with the seed.
+
+Every stage writes its outputs under `output_dir` and is skipped when they already exist, so an
+interrupted run continues where it stopped (training stages also resume from checkpoints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Literal
+
+from genrm_rl.config import dump_yaml, from_dict, option
+from genrm_rl.kinds import KINDS, check_choice
+from genrm_rl.tiny import TinyModelSpec
+
+log = logging.getLogger("genrm_rl.reproduce")
+
+
+@dataclasses.dataclass
+class StageConfig:
+    """Training settings of one pipeline stage (a subset of TrainConfig)."""
+
+    max_steps: int = option(300, help="optimizer steps")
+    lr: float = option(2e-3, help="peak learning rate")
+    micro_batch_size: int = option(16, help="examples per worker per step")
+    num_problems: int = option(2000, help="train problems generated for this stage")
+    split: str = option("train", help="task split of those problems")
+    negatives_per_problem: int = option(1, help="planted-error candidates per problem (verifiers)")
+    gen_weight: float = option(1 / 3, help="λ (GenRM objectives)")
+    warmup_ratio: float = option(0.05, help="warmup fraction")
+
+
+@dataclasses.dataclass
+class ReproduceConfig:
+    task: str = option("last_letter", help="last_letter or word_sort")
+    output_dir: str = option("runs/quickstart", help="everything is written here")
+    seeds: list[int] = option([], help="run each of these seeds (output_dir/seed-S) and report mean ± sd; "
+                                       "[] = the one `seed`")
+    base_model: str = option("", help="HF model dir to start from ('' = build a tiny random model)")
+    tiny: TinyModelSpec = option(TinyModelSpec, help="shape of the tiny base model")
+    seed: int = option(0, help="seed of the data, the models' init and every sample")
+    num_test_problems: int = option(48, help="test problems (5-6 words, out of distribution)")
+    num_val_problems: int = option(48, help="held-out 2-4 word problems (in distribution)")
+    n: int = option(16, help="policy candidates per problem (N max)")
+    sample_temperature: float = option(1.0, help="policy sampling temperature")
+    max_solution_tokens: int = option(96, help="longest candidate solution")
+    generator: StageConfig = option(StageConfig, help="generator SFT")
+    generator_min_accuracy: float = option(0.05, help="greedy accuracy on dev problems the final generator must reach")
+    generator_extra_steps: int = option(1000, help="steps added (resuming) each time it falls short")
+    generator_max_extensions: int = option(2, help="how many times training may be extended")
+    snapshot_every: int = option(100, help="export a generator snapshot every N steps (policy candidates)")
+    policy_accuracy: float = option(0.5, help="the policy is the first generator snapshot whose sampled accuracy on "
+                                              "dev problems (train split, never the evaluation sets) reaches this")
+    policy_dev_problems: int = option(32, help="dev problems for the policy's accuracy")
+    policy_dev_samples: int = option(4, help="samples per dev problem for the policy's accuracy")
+    verifier_train_problems: int = option(1000, help="train problems the policy samples candidates for")
+    verifier_samples_per_problem: int = option(4, help="policy samples per problem (verifier training data)")
+    verifiers: list[str] = option(["genrm_cot", "genrm_direct", "orm"],
+                                  help="verifiers to train and compare: " + ", ".join(KINDS))
+    verifier_init: Literal["generator", "policy", "base"] = option(
+        "generator", help="what verifiers are fine-tuned from: the final generator, the policy snapshot, or the base")
+    verifier_stage: StageConfig = option(StageConfig, help="verifier training (all objectives)")
+    balance: bool = option(True, help="balance correct and incorrect verifier training solutions (planted errors)")
+    cot_lambda_ablation: bool = option(True, help="also train GenRM-CoT with λ = 0 (no generation data)")
+    dpo_lr: float = option(5e-4, help="DPO baseline learning rate (the other verifier_stage settings are shared)")
+    dpo_beta: float = option(0.1, help="DPO baseline β")
+    dpo_steps: int = option(0, help="DPO baseline steps (0 = verifier_stage.max_steps)")
+    cot_k: int = option(8, help="GenRM-CoT rationales per candidate (K)")
+    cot_k_curve: list[int] = option([1, 2, 4, 8], help="K values reported (votes are seeded per candidate, so the "
+                                                       "first k of K votes are exactly a k-vote run)")
+    cot_temperature: float = option(1.0, help="GenRM-CoT sampling temperature")
+    cot_max_new_tokens: int = option(160, help="longest rationale before the verdict is forced")
+    prompt_format: Literal["released", "compact"] = option("compact", help="prompt layout")
+    oracle_set: bool = option(False, help="also score 1 correct + (n_oracle - 1) planted errors per test problem")
+    n_oracle: int = option(4, help="oracle set size per problem")
+    bootstrap_samples: int = option(2000, help="bootstrap resamples of the problems for 90% intervals")
+    num_workers: int = option(2, help="DeepSpeed ranks (Ray Train workers) per training stage")
+    use_gpu: bool = option(False, help="train and score on GPUs")
+    cpus_per_worker: float = option(1.0, help="CPUs per training worker")
+    zero_stage: int = option(2, help="DeepSpeed ZeRO stage")
+    num_replicas: int = option(2, help="reward-service replicas used for scoring")
+    replica_cpus: float = option(1.0, help="CPUs per reward-service replica")
+    score_batch_size: int = option(16, help="candidates per verifier forward batch")
+    ray_address: str = option("", help="Ray cluster ('' = RAY_ADDRESS or local)")
+
+    def __post_init__(self):
+        from genrm_rl.tasks import get_task
+
+        task = get_task(self.task)
+        if not task.lengths:
+            raise ValueError(f"task {self.task!r} has no generator; reproduce supports last_letter and word_sort")
+        for name in self.verifiers:
+            check_choice(name, KINDS, "verifier")
+        if self.n < 1 or self.num_test_problems < 1 or self.num_val_problems < 1:
+            raise ValueError("n, num_test_problems and num_val_problems must be >= 1")
+        if self.n_oracle < 2:
+            raise ValueError("n_oracle must be >= 2 (one correct candidate and at least one wrong one)")
+        if not 0 < self.policy_accuracy <= 1:
+            raise ValueError(f"policy_accuracy must be in (0, 1], got {self.policy_accuracy}")
+        if self.snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be >= 1, got {self.snapshot_every}")
+        if not self.cot_k_curve or any(k < 1 or k > self.cot_k for k in self.cot_k_curve):
+            raise ValueError(f"cot_k_curve values must be in 1..cot_k={self.cot_k}, got {self.cot_k_curve}")
+        for stage in (self.generator, self.verifier_stage):
+            if stage.split not in task.lengths:
+                raise ValueError(f"split {stage.split!r} not in task {self.task!r} splits {sorted(task.lengths)}")
+        if self.verifier_stage.split != "train":
+            raise ValueError("verifier_stage.split must be 'train' (2-4 words): the verifiers' OOD test is 5-6 words")
+
+
+@dataclasses.dataclass(frozen=True)
+class Verifier:
+    """One compared verifier: its kind, the λ it trains with, and its name in the reports."""
+
+    name: str
+    kind: str
+    gen_weight: float | None = None
+
+    @property
+    def mode(self) -> str:
+        return KINDS[self.kind].mode
+
+
+def compared_verifiers(cfg: ReproduceConfig) -> list[Verifier]:
+    out = [Verifier(name, name) for name in cfg.verifiers]
+    if cfg.cot_lambda_ablation and "genrm_cot" in cfg.verifiers:
+        out.insert(cfg.verifiers.index("genrm_cot") + 1, Verifier("genrm_cot_lambda0", "genrm_cot", 0.0))
+    return out
+
+
+class Pipeline:
+    def __init__(self, cfg: ReproduceConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.timings: dict[str, float] = {}
+        # every stage's time survives resumed runs, so a report shows the whole pipeline's cost
+        self.ledger_file = self.out / "stage_seconds.json"
+        self.ledger: dict[str, float] = json.loads(self.ledger_file.read_text()) if self.ledger_file.is_file() else {}
+        self.generator_checks: list[dict] = []
+        self.policy: dict = {}
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _stage(self, name: str, done: Path, fn):
+        if done.exists():
+            log.info("[%s] done already (%s), skipping", name, done)
+            return
+        t0 = time.time()
+        log.info("[%s] starting", name)
+        fn()
+        self.timings[name] = self.ledger[name] = round(time.time() - t0, 1)
+        self.ledger_file.write_text(json.dumps(self.ledger, indent=1))
+        log.info("[%s] finished in %.1fs", name, self.timings[name])
+
+    def _train_cfg(self, objective: str, init: str, stage: StageConfig, out: Path, candidates: list[str],
+                   gen_weight: float | None = None, export_every: int = 0):
+        from genrm_rl.training.config import TrainConfig
+
+        cfg = self.cfg
+        recipe = KINDS[objective].recipe if objective in KINDS else "sft"
+        steps = (cfg.dpo_steps or stage.max_steps) if recipe == "dpo" else stage.max_steps
+        return from_dict(TrainConfig, {
+            "objective": objective, "model": init, "output_dir": str(out),
+            "data": {"task": cfg.task, "num_problems": stage.num_problems, "split": stage.split, "seed": cfg.seed,
+                     "negatives_per_problem": stage.negatives_per_problem, "prompt_format": cfg.prompt_format,
+                     "candidates_files": candidates, "balance": cfg.balance and objective != "generator",
+                     "val_fraction": 0.02, "exclude_problems": [str(self.out / "data/val_problems.jsonl"),
+                                                                str(self.out / "data/test_problems.jsonl")]},
+            "gen_weight": (stage.gen_weight if gen_weight is None else gen_weight) if objective.startswith("genrm") else 0.0,
+            "max_steps": steps, "lr": cfg.dpo_lr if recipe == "dpo" else stage.lr,
+            "micro_batch_size": stage.micro_batch_size, "dpo_beta": cfg.dpo_beta,
+            "warmup_ratio": stage.warmup_ratio, "log_every": 25, "checkpoint_every": max(steps // 4, 50),
+            "export_every": export_every, "seed": cfg.seed, "launcher": "ray",
+            # TRL's DPOTrainer runs as one Ray task
+            "ray": {"address": cfg.ray_address, "num_workers": 1 if recipe == "dpo" else cfg.num_workers,
+                    "use_gpu": cfg.use_gpu, "cpus_per_worker": cfg.cpus_per_worker},
+            "deepspeed": {"zero_stage": cfg.zero_stage},
+        })
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.cfg.use_gpu else "cpu"
+
+    # ---- stages -------------------------------------------------------------------------------
+    def make_data(self) -> None:
+        from genrm_rl.records import read_records, write_records
+        from genrm_rl.tasks import Problem, get_task
+
+        task = get_task(self.cfg.task)
+        write_records(self.out / "data/val_problems.jsonl",
+                      task.make_problems("val", self.cfg.num_val_problems, self.cfg.seed + 2000))
+        write_records(self.out / "data/test_problems.jsonl",
+                      task.make_problems("test", self.cfg.num_test_problems, self.cfg.seed + 1000))
+        held_out = {p.question for p in read_records(self.out / "data/val_problems.jsonl", Problem)}
+        train = [p for p in task.make_problems("train", self.cfg.verifier_train_problems, self.cfg.seed + 3000)
+                 if p.question not in held_out]
+        write_records(self.out / "data/train_problems.jsonl", train)
+
+    def base_model(self) -> str:
+        if self.cfg.base_model:
+            return self.cfg.base_model
+        path = self.out / "base"
+        if not (path / "config.json").is_file():
+            from genrm_rl.tiny import make_tiny_model
+
+            make_tiny_model(path, dataclasses.replace(self.cfg.tiny, seed=self.cfg.tiny.seed + self.cfg.seed))
+        return str(path)
+
+    def train(self, objective: str, init: str, stage: StageConfig, name: str, candidates: list[str] = (),
+              gen_weight: float | None = None, export_every: int = 0) -> str:
+        from genrm_rl.training.launch import run_training
+
+        out = self.out / name
+        self._stage(f"train {name}", out / "model" / "config.json",
+                    lambda: run_training(self._train_cfg(objective, init, stage, out, list(candidates), gen_weight,
+                                                         export_every)))
+        return str(out / "model")
+
+    def _dev_problems(self):
+        from genrm_rl.tasks import get_task
+
+        return get_task(self.cfg.task).make_problems("train", self.cfg.policy_dev_problems, self.cfg.seed + 4000)
+
+    def train_generator(self, base: str) -> str:
+        """SFT the generator; if it has not learned the task yet, resume for more steps.
+
+        A tiny model learns to walk the word list in a sudden phase change whose step varies with the
+        seed, so a fixed step budget is either wasteful or sometimes too short. Greedy accuracy on dev
+        problems from the train split (never the evaluation sets) decides; every extension is logged."""
+        from genrm_rl.generation import greedy_accuracy
+        from genrm_rl.modeling import load_causal_lm, load_tokenizer
+        from genrm_rl.prompts import get_prompt_format
+
+        checks_file = self.out / "generator" / "quality_checks.json"
+        final = self.out / "generator" / "model"
+        if checks_file.is_file() and (final / "config.json").is_file():  # the gate has already decided
+            self.generator_checks = json.loads(checks_file.read_text())
+            return str(final)
+        stage, dev = self.cfg.generator, self._dev_problems()
+        fmt = get_prompt_format(self.cfg.prompt_format)
+        self.generator_checks = []
+        for extension in range(self.cfg.generator_max_extensions + 1):
+            model = self.train("generator", base, stage, "generator", export_every=self.cfg.snapshot_every)
+            acc = greedy_accuracy(load_causal_lm(model, self.device), load_tokenizer(model), dev, fmt,
+                                  self.cfg.max_solution_tokens)
+            self.generator_checks.append({"steps": stage.max_steps, "dev_greedy_accuracy": acc})
+            log.info("generator after %d steps: greedy dev accuracy %.3f", stage.max_steps, acc)
+            if acc >= self.cfg.generator_min_accuracy or extension == self.cfg.generator_max_extensions:
+                break
+            stage = dataclasses.replace(stage, max_steps=stage.max_steps + self.cfg.generator_extra_steps)
+            (final / "config.json").unlink()  # re-run the stage, resuming
+            log.info("generator below %.2f: resuming to %d steps", self.cfg.generator_min_accuracy, stage.max_steps)
+        checks_file.write_text(json.dumps(self.generator_checks))
+        return model
+
+    def select_policy(self, generator: str) -> str:
+        """The first snapshot (in training order) whose sampled dev accuracy reaches `policy_accuracy`,
+        else the final generator; copied to `output_dir/policy` (the RL job starts from it too)."""
+        from genrm_rl.generation import SampleConfig, sample_solutions
+        from genrm_rl.tasks import get_task
+
+        path, record = self.out / "policy", self.out / "policy.json"
+
+        def run():
+            cfg, task, dev = self.cfg, get_task(self.cfg.task), self._dev_problems()
+            snapshots = sorted((self.out / "generator" / "snapshots").glob("step-*"), key=lambda p: int(p.name[5:]))
+            checks, chosen = [], generator
+            for snap in [*snapshots, Path(generator)]:
+                scfg = SampleConfig(model=str(snap), n=cfg.policy_dev_samples, temperature=cfg.sample_temperature,
+                                    max_new_tokens=cfg.max_solution_tokens, batch_size=16,
+                                    prompt_format=cfg.prompt_format, seed=cfg.seed + 5, device=self.device)
+                sols = sample_solutions(scfg, [p.question for p in dev], progress=False)
+                acc = sum(task.is_correct(p, s) for p, ss in zip(dev, sols, strict=True) for s in ss) / (
+                    len(dev) * cfg.policy_dev_samples)
+                checks.append({"model": str(snap), "dev_sampled_accuracy": acc})
+                log.info("policy candidate %s: sampled dev accuracy %.3f", snap.name, acc)
+                if acc >= cfg.policy_accuracy:
+                    chosen = str(snap)
+                    break
+            shutil.rmtree(path, ignore_errors=True)
+            shutil.copytree(chosen, path)
+            record.write_text(json.dumps({"chosen": chosen, "target": cfg.policy_accuracy, "checks": checks}, indent=1))
+
+        self._stage("select policy", record, run)
+        self.policy = json.loads(record.read_text())
+        return str(path)
+
+    def sample(self, policy: str, split: str, n: int) -> Path:
+        from genrm_rl.generation import SampleConfig, label_candidates, sample_solutions
+        from genrm_rl.records import read_records, write_records
+        from genrm_rl.tasks import Problem
+
+        path = self.out / f"data/{split}_candidates.jsonl"
+
+        def run():
+            problems = read_records(self.out / f"data/{split}_problems.jsonl", Problem)
+            scfg = SampleConfig(model=policy, n=n, temperature=self.cfg.sample_temperature,
+                                max_new_tokens=self.cfg.max_solution_tokens, batch_size=16,
+                                prompt_format=self.cfg.prompt_format, seed=self.cfg.seed, device=self.device)
+            write_records(path, label_candidates(problems, sample_solutions(scfg, [p.question for p in problems])))
+
+        self._stage(f"sample {split} candidates", path, run)
+        return path
+
+    def oracle_candidates(self) -> Path:
+        """Correct solution + planted errors for each test problem: verifier OOD generalization
+        measured independently of how well the policy does on longer problems."""
+        import random
+
+        from genrm_rl.records import Candidate, read_records, write_records
+        from genrm_rl.tasks import Problem, get_task
+
+        path = self.out / "data/oracle_candidates.jsonl"
+
+        def run():
+            task = get_task(self.cfg.task)
+            rng = random.Random(self.cfg.seed)
+            out = []
+            for p in read_records(self.out / "data/test_problems.jsonl", Problem):
+                sols = [task.solve(p)] + [task.corrupt(p, rng)[0] for _ in range(self.cfg.n_oracle - 1)]
+                rng.shuffle(sols)
+                out += [Candidate(p.id, j, p.question, s, task.extract_answer(s), task.is_correct(p, s))
+                        for j, s in enumerate(sols)]
+            write_records(path, out)
+
+        self._stage("oracle candidates", path, run)
+        return path
+
+    def train_verifiers(self, init: str, generator: str, train_cands: Path) -> dict[str, str]:
+        """Model directory of every compared verifier; the LLM-as-a-judge is the generator itself."""
+        out = {}
+        for v in compared_verifiers(self.cfg):
+            objective = KINDS[v.kind].objective
+            out[v.name] = generator if objective is None else self.train(
+                objective, init, self.cfg.verifier_stage, v.name, [str(train_cands)], v.gen_weight)
+        return out
+
+    def score(self, verifier: Verifier, model: str, split: str) -> Path:
+        """Score a split's candidates through the Ray reward service (in-process handle)."""
+        from genrm_rl.records import Candidate, read_records, write_records
+        from genrm_rl.verifier import VerifierConfig, score_candidates
+        from reward.service import serve_verifier
+
+        path = self.out / f"scores/{split}_{verifier.name}.jsonl"
+
+        def run():
+            cfg = self.cfg
+            cands = read_records(self.out / f"data/{split}_candidates.jsonl", Candidate)
+            vcfg = VerifierConfig(model=model, mode=verifier.mode, k=cfg.cot_k, temperature=cfg.cot_temperature,
+                                  max_new_tokens=cfg.cot_max_new_tokens, batch_size=cfg.score_batch_size,
+                                  prompt_format=cfg.prompt_format, seed=cfg.seed, device=self.device)
+            service = serve_verifier(vcfg, num_replicas=cfg.num_replicas, replica_cpus=cfg.replica_cpus,
+                                     replica_gpus=1.0 if cfg.use_gpu else 0.0, max_batch_size=cfg.score_batch_size,
+                                     max_items=100_000, router_name=f"reproduce_{verifier.name}",
+                                     ray_address=cfg.ray_address, request_timeout_s=3600.0)
+            try:
+                scores = score_candidates(_ClientScorer(service.client()), cands,
+                                          chunk_size=cfg.score_batch_size * 4, desc=f"score {split} {verifier.name}")
+            finally:
+                service.shutdown()
+            write_records(path, scores)
+
+        self._stage(f"score {split} {verifier.name}", path, run)
+        return path
+
+    def run(self) -> dict:
+        from genrm_rl.runtime import ensure_ray
+        from jobs.paper_report import evaluate_sets, write_report
+
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        dump_yaml(cfg, self.out / "reproduce_config.yaml")
+        t_start = time.time()
+        ensure_ray(cfg.ray_address)
+        self._stage("make data", self.out / "data/test_problems.jsonl", self.make_data)
+        base = self.base_model()
+        generator = self.train_generator(base)
+        policy = self.select_policy(generator)
+        # The paper's verifier data: the policy's own samples on training problems, labelled by the
+        # answer checker, plus the task's planted errors (balanced to as many wrong as right).
+        train_cands = self.sample(policy, "train", cfg.verifier_samples_per_problem)
+        self.sample(policy, "val", cfg.n)
+        self.sample(policy, "test", cfg.n)
+        sets = [("indist", "val", cfg.n), ("ood", "test", cfg.n)]
+        if cfg.oracle_set:
+            self.oracle_candidates()
+            sets.append(("ood_oracle", "oracle", cfg.n_oracle))
+        init = {"generator": generator, "policy": policy, "base": base}[cfg.verifier_init]
+        models = self.train_verifiers(init, generator, train_cands)
+        verifiers = compared_verifiers(cfg)
+        scores = {key: {v.name: str(self.score(v, models[v.name], stem)) for v in verifiers}
+                  for key, stem, _ in sets}
+        reports = evaluate_sets(cfg, self.out, sets, scores)
+        summary = {
+            "task": cfg.task, "seed": cfg.seed, "output_dir": str(self.out),
+            "minutes": round((time.time() - t_start) / 60, 1),
+            "stage_seconds": self.timings, "stage_seconds_all_runs": self.ledger,
+            "stage_minutes_total": round(sum(self.ledger.values()) / 60, 1),
+            "generator_checks": self.generator_checks, "policy": self.policy,
+            **reports,
+        }
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_report(summary, self.out / "report.md")
+        return summary
+
+
+class _ClientScorer:
+    """Adapts the service client to the `score(items) -> results` surface `score_candidates` uses."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def score(self, items):
+        from genrm_rl.verifier import VerificationResult
+
+        results = self.client.score([{"question": q, "solution": s} for q, s in items])
+        return [VerificationResult(**r) for r in results]
