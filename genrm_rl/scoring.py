@@ -64,6 +64,45 @@ def aggregate_votes(votes: Sequence[float]) -> float:
     return float(sum(votes) / len(votes))
 
 
+def vote_interval(votes: Sequence[float], z: float, sd_floor: float) -> tuple[float, float, float]:
+    """(mean, low, high): mean p(Yes) +- z standard errors, the vote spread floored at `sd_floor` so a
+    few identical votes do not claim certainty."""
+    m = len(votes)
+    mean = sum(votes) / m
+    var = sum((v - mean) ** 2 for v in votes) / (m - 1) if m > 1 else 0.25
+    half = z * math.sqrt(max(var, sd_floor**2) / m)
+    return mean, mean - half, mean + half
+
+
+def adaptive_stops(votes: Sequence[Sequence[float]], groups: Sequence[int], rule: str, k_min: int, k_max: int,
+                   z: float = 2.0, sd_floor: float = 0.1) -> list[bool]:
+    """Which items need no more rationales (adaptive K). `rule`:
+    - "mean": the interval of an item's mean p(Yes) lies wholly on one side of 0.5 (its verdict is decided);
+    - "rank": it overlaps no other item of its group (same question: a Best-of-N set or a GRPO group),
+      so its place in the group's ranking is decided;
+    - "none": only at k_max.
+    An item stops at k_max whatever the rule, and never before k_min."""
+    n = [len(v) for v in votes]
+    if rule == "none":
+        return [m >= k_max for m in n]
+    bounds = [vote_interval(v, z, sd_floor) for v in votes]
+    stop = []
+    for i, (_mean, lo, hi) in enumerate(bounds):
+        if n[i] >= k_max:
+            stop.append(True)
+        elif n[i] < k_min:
+            stop.append(False)
+        elif rule == "mean":
+            stop.append(lo > 0.5 or hi < 0.5)
+        elif rule == "rank":
+            # an identical candidate draws identical votes (seeded by its text): it is the same item
+            others = [bounds[j] for j in range(len(votes)) if groups[j] == groups[i] and votes[j] != votes[i]]
+            stop.append(all(hi < o_lo or lo > o_hi for _, o_lo, o_hi in others))
+        else:
+            raise ValueError(f"adaptive rule must be none, mean or rank, got {rule!r}")
+    return stop
+
+
 def orm_probability(logit: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logit.float())
 

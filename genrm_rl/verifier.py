@@ -47,7 +47,14 @@ class VerifierConfig:
     model: str = option("", help="HF model directory (or Hub id) of the verifier")
     mode: str = option("cot", help="direct (GenRM), cot (GenRM-CoT), orm (scalar-head ORM) or dpo (a DPO-trained "
                                    "model's implicit reward); see genrm_rl.kinds")
-    k: int = option(8, help="CoT: rationales sampled per item (K=32 in the paper)")
+    k: int = option(8, help="CoT: rationales sampled per item (K=32 in the paper); with `adaptive`, the most")
+    adaptive: Literal["none", "mean", "rank"] = option(
+        "none", help="CoT adaptive K: sample k_round rationales at a time and stop an item once its mean p(Yes) is "
+                     "decided (mean: its interval is on one side of 0.5; rank: it no longer overlaps another "
+                     "candidate for the same question, as in a Best-of-N set or a GRPO group)")
+    k_min: int = option(4, help="adaptive K: rationales every item gets")
+    k_round: int = option(4, help="adaptive K: rationales per round")
+    adaptive_z: float = option(2.0, help="adaptive K: interval half-width in standard errors of the mean vote")
     temperature: float = option(1.0, help="CoT: sampling temperature for rationales")
     top_p: float = option(1.0, help="CoT: nucleus sampling mass")
     max_new_tokens: int = option(512, help="CoT: longest rationale in tokens before the verdict is forced")
@@ -71,6 +78,9 @@ class VerifierConfig:
         check_choice(self.mode, MODE_FAMILY, "verifier mode")
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.k_min < 1 or self.k_round < 1 or self.adaptive_z <= 0:
+            raise ValueError(f"need k_min >= 1, k_round >= 1 and adaptive_z > 0, got {self.k_min}, {self.k_round}, "
+                             f"{self.adaptive_z}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_new_tokens < 1:
@@ -197,6 +207,19 @@ class GenerativeVerifier:
         build = self.fmt.direct if mode == "direct" else self.fmt.cot
         return self._encode([build(q, s) for q, s in items])
 
+    def _adaptive(self, items: Sequence[Item], prompts: list[list[int]], k: int) -> list:
+        """Rationales in rounds until each item's mean vote is decided (`cfg.adaptive`), at most k."""
+        from genrm_rl.scoring import adaptive_stops
+
+        cfg, groups = self.cfg, _question_groups(items)
+
+        def decide(samples):
+            votes = [[s.p_yes for s in group] for group in samples]
+            return adaptive_stops(votes, groups, cfg.adaptive, min(cfg.k_min, k), k, cfg.adaptive_z)
+
+        return self.backend.verdict_rounds(prompts, k, cfg.k_round, cfg.temperature, cfg.top_p, cfg.max_new_tokens,
+                                           cfg.seed, decide)
+
     def too_long(self, items: Sequence[Item], mode: str | None = None, k: int | None = None) -> list[str | None]:
         """Per item, None or why its prompt plus what scoring appends does not fit the model's context."""
         from genrm_rl.scoring import verdict_tokens
@@ -225,8 +248,11 @@ class GenerativeVerifier:
         if mode == "direct":
             probs = self.backend.verdict_probs(prompts)
             return [VerificationResult(p, [p], "direct", prompt_tokens=len(ids)) for p, ids in zip(probs, prompts, strict=True)]
-        samples = self.backend.sample_verdicts(prompts, k=k, temperature=cfg.temperature, top_p=cfg.top_p,
-                                               max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+        if cfg.adaptive == "none":
+            samples = self.backend.sample_verdicts(prompts, k=k, temperature=cfg.temperature, top_p=cfg.top_p,
+                                                   max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+        else:
+            samples = self._adaptive(items, prompts, k)
         results = []
         for ids, group in zip(prompts, samples, strict=True):
             votes = [s.p_yes for s in group]
@@ -237,6 +263,11 @@ class GenerativeVerifier:
                 prompt_tokens=len(ids), generated_tokens=sum(s.num_tokens for s in group),
             ))
         return results
+
+
+def _question_groups(items: Sequence[Item]) -> list[int]:
+    index: dict[str, int] = {}
+    return [index.setdefault(q, len(index)) for q, _ in items]
 
 
 class ORMScorer:

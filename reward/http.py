@@ -112,11 +112,43 @@ class RewardHTTP:
         return JSONResponse(await self.router.get_metrics.remote())
 
 
-def start_http(cfg: ServeConfig, app_name: str = "genrm_reward") -> str:
+def start_http(cfg: ServeConfig) -> str:
+    """Deploy the HTTP front as a Serve app named after the service's router (so two services on one
+    cluster never replace each other) and return its URL.
+
+    A Ray cluster has one Serve HTTP proxy, bound to the port it was first started with; a second
+    HTTP service on that cluster must use the same port and cannot take "/" while another app has it.
+    Both are refused here with what to change, rather than answering on a port nobody listens on."""
+    from ray import serve
+
     from genrm_rl.config import to_dict
 
+    running = _running_http()
+    if running is not None:
+        port, apps = running
+        if port != cfg.port:
+            raise ValueError(f"Ray Serve on this cluster already listens on port {port} (apps: {', '.join(apps) or 'none'}); "
+                             f"its HTTP proxy keeps that port: start this service with port={port}, or stop the other "
+                             "service first")
+        if apps and cfg.router_name not in apps:
+            raise ValueError(f"Serve app(s) {', '.join(apps)} already serve '/' on port {port}: one HTTP reward "
+                             "service per cluster; stop it, or run this one without http (Ray handle clients)")
     logging_config = {"enable_access_log": cfg.access_log}
     serve.start(http_options={"host": cfg.host, "port": cfg.port}, logging_config=logging_config)
-    serve.run(RewardHTTP.bind(to_dict(cfg)), name=app_name, route_prefix="/", blocking=False,
+    serve.run(RewardHTTP.bind(to_dict(cfg)), name=cfg.router_name, route_prefix="/", blocking=False,
               logging_config=logging_config)
     return f"http://{cfg.host}:{cfg.port}"
+
+
+def _running_http() -> tuple[int, list[str]] | None:
+    """(port, app names) of this cluster's running Serve instance, or None when Serve is not running."""
+    from ray.serve.context import _connect
+
+    try:
+        client = _connect(raise_if_no_controller_running=False)
+    except Exception:  # noqa: BLE001 - no controller reachable: Serve is not running
+        return None
+    if client is None:
+        return None
+    port = ray.get(client._controller.get_http_config.remote()).port
+    return port, sorted(serve.status().applications)

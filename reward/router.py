@@ -103,9 +103,8 @@ class RewardRouter:
         from reward.replica import VerifierReplica
 
         threads = max(1, int(self.cfg.replica_cpus)) if self.cfg.replica_gpus == 0 else 0
-        return ray.remote(VerifierReplica).options(
+        return ray.remote(concurrency_groups={"health": 1})(VerifierReplica).options(
             num_cpus=self.cfg.replica_cpus, num_gpus=self.cfg.replica_gpus, max_restarts=0,
-            concurrency_groups={"health": 1},
         ).remote(to_dict(self.vcfg), threads)
 
     async def start(self) -> dict:

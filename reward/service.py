@@ -29,7 +29,7 @@ class RewardService:
         if self.url:
             from ray import serve
 
-            serve.delete("genrm_reward")
+            serve.delete(self.cfg.router_name)
             # Serve's HTTP proxy keeps the port it was first started with for the cluster's lifetime;
             # stopping it once no app is left lets the next service bind the port it asks for.
             if not serve.status().applications:

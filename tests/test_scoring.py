@@ -146,8 +146,7 @@ def test_orm_scorer(tiny_model_dir):
 
 def test_empty_candidate_scores_zero_without_a_verifier_call(tiny_model_dir):
     from genrm_rl.records import Candidate
-    from genrm_rl.verifier import GenerativeVerifier, VerifierConfig
-    from jobs.score import score_candidates
+    from genrm_rl.verifier import GenerativeVerifier, VerifierConfig, score_candidates
 
     v = GenerativeVerifier(VerifierConfig(model=tiny_model_dir, mode="direct"))
     cands = [Candidate("p", i, "Q?", sol, None, False) for i, sol in enumerate(["The answer is a.", "", " \n", "b"])]
@@ -175,3 +174,40 @@ def test_cot_scores_do_not_depend_on_the_batch(trained_verifier_dir):
     fewer = v.score(items, k=2)
     for a, b in zip(together, fewer, strict=True):
         assert a.votes[:2] == pytest.approx(b.votes, abs=1e-5)
+
+
+def test_adaptive_stops_rules():
+    from genrm_rl.scoring import adaptive_stops, vote_interval
+
+    mean, lo, hi = vote_interval([0.9, 0.9, 0.9, 0.9], z=2.0, sd_floor=0.1)
+    assert mean == pytest.approx(0.9) and (lo, hi) == pytest.approx((0.8, 1.0))
+    sure, torn = [0.95] * 4, [0.1, 0.9, 0.8, 0.2]
+    # mean: the sure item's interval is above 0.5, the torn one straddles it; nothing stops before k_min
+    assert adaptive_stops([sure, torn], [0, 0], "mean", k_min=4, k_max=8) == [True, False]
+    assert adaptive_stops([sure[:2], torn], [0, 0], "mean", k_min=4, k_max=8) == [False, False]
+    assert adaptive_stops([sure, torn * 2], [0, 0], "mean", k_min=4, k_max=8) == [True, True]  # k_max reached
+    # rank: two sure items that are far apart are ordered; close ones are not, unless in other groups
+    low = [0.05] * 4
+    assert adaptive_stops([sure, low], [0, 0], "rank", k_min=4, k_max=8) == [True, True]
+    assert adaptive_stops([sure, [0.93] * 4], [0, 0], "rank", k_min=4, k_max=8) == [False, False]
+    assert adaptive_stops([sure, [0.93] * 4], [0, 1], "rank", k_min=4, k_max=8) == [True, True]
+    assert adaptive_stops([sure, list(sure)], [0, 0], "rank", k_min=4, k_max=8) == [True, True]  # duplicates
+    assert adaptive_stops([torn], [0], "none", k_min=1, k_max=8) == [False]
+
+
+def test_adaptive_k_votes_are_a_prefix_of_fixed_k(trained_verifier_dir):
+    """Rounds reuse each prompt's prefill and the per-candidate seeds, so an item's adaptive votes are
+    exactly the first votes of a fixed-K run; decided items stop early and the rest reach k."""
+    from genrm_rl.tasks import get_task
+    from genrm_rl.verifier import GenerativeVerifier, VerifierConfig
+
+    task = get_task("last_letter")
+    rng = __import__("random").Random(0)
+    problems = task.make_problems("val", 4, seed=11)
+    items = [(p.question, task.solve(p)) for p in problems] + [(p.question, task.corrupt(p, rng)[0]) for p in problems]
+    common = dict(model=trained_verifier_dir, mode="cot", k=8, batch_size=3, max_new_tokens=120)
+    fixed = GenerativeVerifier(VerifierConfig(**common)).score(items)
+    adaptive = GenerativeVerifier(VerifierConfig(**common, adaptive="mean", k_min=2, k_round=2)).score(items)
+    for a, f in zip(adaptive, fixed, strict=True):
+        assert 2 <= len(a.votes) <= 8 and len(a.votes) % 2 == 0
+        assert a.votes == pytest.approx(f.votes[:len(a.votes)], abs=1e-5)

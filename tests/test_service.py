@@ -57,6 +57,20 @@ def test_score_endpoint_matches_direct_verifier(http_service, direct_verifier):
     assert all(0 <= x["score"] <= 1 and x["mode"] == "direct" for x in results)
 
 
+def test_second_http_service_is_refused_clearly_and_the_first_keeps_serving(http_service):
+    """One Serve HTTP proxy per Ray cluster: another port, or '/' while this service has it, is a
+    ValueError that says what to change (it used to replace the running app or listen nowhere)."""
+    import dataclasses
+
+    from reward.http import start_http
+
+    with pytest.raises(ValueError, match=f"already listens on port {http_service.cfg.port}"):
+        start_http(dataclasses.replace(http_service.cfg, port=free_port(), router_name="other"))
+    with pytest.raises(ValueError, match="one HTTP reward service per cluster"):
+        start_http(dataclasses.replace(http_service.cfg, router_name="other"))
+    assert post(http_service.url + "/score", json={"items": items(1)}).status_code == 200
+
+
 def test_get_reward_openrlhf_protocol(http_service, direct_verifier):
     prompts = ["Q: What is 2+2?\nA: Let's think step by step.\n", "Q: Name a color.\nA: Let's think step by step.\n"]
     responses = ["2+2=4. The answer is 4.", "Blue. The answer is blue."]
@@ -263,7 +277,7 @@ def test_killed_replica_mid_load_loses_nothing(ray_session, tiny_model_dir, dire
 
 def test_request_timeout_is_a_clear_error(ray_session, tiny_model_dir):
     from genrm_rl.config import from_dict
-    from reward.client import RewardServiceError
+    from reward.client import RayRewardClient, RewardServiceError
     from reward.config import ServeConfig
     from reward.service import start_service
 
@@ -275,7 +289,11 @@ def test_request_timeout_is_a_clear_error(ray_session, tiny_model_dir):
     service = start_service(cfg)
     try:
         with pytest.raises(RewardServiceError, match=r"504.*not answered within 0.2s"):
-            service.client().score(items(4))
+            RayRewardClient(service.router, retries=0).score(items(4))
+        # the router keeps working on a timed-out request, so the default client's retries of the 504
+        # pick up the same items (in flight or cached) instead of starting them again
+        got = RayRewardClient(service.router, retries=50, backoff=0.2).score(items(4))
+        assert len(got) == 4 and all(0 <= r["score"] <= 1 for r in got)
     finally:
         service.shutdown()
 

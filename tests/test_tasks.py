@@ -38,10 +38,11 @@ def test_word_sort_target():
 
 
 @pytest.mark.parametrize("name", ["last_letter", "word_sort"])
-def test_oracle_rationale_catches_planted_error_at_its_step(name):
+def test_oracle_rationale_derives_then_compares_answers(name):
     task = get_task(name)
     rng = random.Random(0)
     for p in task.make_problems("test", 40, seed=2):
+        reference = task.solve(p).splitlines()
         good = task.rationale(p, task.solve(p))
         assert good.verdict and good.first_error_step is None
         assert good.text.endswith(f"{VERDICT_CUE} Yes")
@@ -51,8 +52,25 @@ def test_oracle_rationale_catches_planted_error_at_its_step(name):
             r = task.rationale(p, bad)
             assert not r.verdict and r.first_error_step == step, (bad, r.text)
             lines = r.text.splitlines()
-            assert lines[-1] == f"{VERDICT_CUE} No"
-            assert "Wrong" in lines[step - 1] and all(line.endswith("Correct.") for line in lines[: step - 1])
+            # the steps are the reference's, derived from the question whatever the solution says
+            assert lines[:-2] == reference[:-1] and lines[-1] == f"{VERDICT_CUE} No"
+            assert lines[-2] == (f"So the answer should be {p.target}; the solution's answer is "
+                                 f"{task.extract_answer(bad)}. Wrong.")
+
+
+def test_steps_are_graded_on_what_the_answer_depends_on():
+    task = get_task("last_letter")
+    p = task.make_problems("train", 1, seed=5)[0]
+    words = task.items(p.question)
+    lines = task.solve(p).splitlines()
+    # a misnamed word with the right letter is scratch work, not an error
+    other = next(w for w in __import__("genrm_rl.tasks", fromlist=["word_list"]).word_list()
+                 if w[-1] == words[0][-1] and w != words[0])
+    renamed = "\n".join([lines[0].replace(words[0], other)] + lines[1:])
+    assert task.first_wrong_step(p, renamed) is None and task.is_correct(p, renamed)
+    sort = get_task("word_sort")
+    q = sort.make_problems("train", 1, seed=5)[0]
+    assert sort.step_result("Left: a b. Pick a.") == "Pick a." and sort.first_wrong_step(q, sort.solve(q)) is None
 
 
 def test_planted_errors_are_near_misses_that_change_the_answer():
@@ -61,7 +79,9 @@ def test_planted_errors_are_near_misses_that_change_the_answer():
     kinds = set()
     for p in task.make_problems("mixed", 60, seed=3):
         bad, step = task.corrupt(p, rng)
-        assert not task.is_correct(p, bad) and bad.splitlines()[:step - 1] == task.solve(p).splitlines()[:step - 1]
+        assert not task.is_correct(p, bad)
+        assert [task.step_result(x) for x in bad.splitlines()[:step - 1]] == \
+            [task.step_result(x) for x in task.solve(p).splitlines()[:step - 1]]
         wrong = bad.splitlines()[step - 1]
         kinds.add("end" if '"' in wrong and "end" in wrong else "answer" if wrong.startswith("The answer") else "step")
     assert kinds == {"end", "answer", "step"}
@@ -72,11 +92,10 @@ def test_rationale_for_truncated_and_garbage_candidates():
     p = task.make_problems("test", 1, seed=0)[0]
     first_line = task.solve(p).splitlines()[0]
     r = task.rationale(p, first_line)
-    # the second step is written as it should be, then found missing from the solution
-    assert r.first_error_step == 2 and r.text.splitlines()[1] == task.solve(p).splitlines()[1] + " Wrong."
-    longer = task.solve(p) + "\nmore"
-    r = task.rationale(p, longer)
-    assert r.text.splitlines()[-2] == "End of solution. Wrong." and not r.verdict
+    assert r.first_error_step == 2 and not r.verdict
+    assert r.text.splitlines()[-2] == f"So the answer should be {p.target}; the solution gives no answer. Wrong."
+    r = task.rationale(p, task.solve(p) + "\nmore")  # an extra line after the answer: the answer is still right
+    assert r.verdict and r.first_error_step is None
     r = task.rationale(p, "blah")
     assert r.first_error_step == 1 and not r.verdict
 

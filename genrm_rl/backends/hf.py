@@ -8,6 +8,7 @@ so no second pass over the rationale is needed. Finished rows are dropped from t
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -115,8 +116,10 @@ class TransformersBackend:
         return self._batched(prompts, k, lambda batch: self._rationales(batch, k, temperature, top_p,
                                                                          max_new_tokens, seed))
 
-    def _rationales(self, prompts, k, temperature, top_p, max_new_tokens, seed) -> list[RationaleSample]:
-        decoded = self._decode(prompts, k, temperature, top_p, max_new_tokens, seed, watch_cue=True)
+    def _rationales(self, prompts, k, temperature, top_p, max_new_tokens, seed, start=0,
+                    prefill=None) -> list[RationaleSample]:
+        decoded = self._decode(prompts, k, temperature, top_p, max_new_tokens, seed, watch_cue=True, start=start,
+                               prefill=prefill)
         # Rationales that ended without a verdict: append the cue and read p(Yes) there.
         missing = [s for s, d in enumerate(decoded) if d.p_yes is None]
         if missing:
@@ -133,24 +136,54 @@ class TransformersBackend:
             for s, d in enumerate(decoded)
         ]
 
-    def _decode(self, prompts, k, temperature, top_p, max_new_tokens, seed, watch_cue: bool) -> list[_Row]:
+    def _prefill(self, prompts) -> _Prefill:
+        ids, mask = left_pad(prompts, self.tokenizer.pad_token_id, self.device)
+        pos = positions(mask)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        return _Prefill(out.past_key_values, out.logits[:, -1], mask, pos[:, -1])
+
+    @torch.no_grad()
+    def verdict_rounds(self, prompts, k_max, k_round, temperature, top_p, max_new_tokens, seed, decide) -> list:
+        """Adaptive K: rounds of `k_round` rationales for every prompt `decide` has not stopped, until
+        `k_max`. Each prompt is prefilled once; every round decodes from a copy of that cache, and
+        sample j of a prompt is the same as in a fixed-K run. `decide(samples so far per prompt)`
+        returns which prompts are done."""
+        batches = length_batches([len(p) for p in prompts], self.batch_size)
+        prefills = [self._prefill([prompts[i] for i in batch]) for batch in batches]
+        out: list[list[RationaleSample]] = [[] for _ in prompts]
+        done, start = [False] * len(prompts), 0
+        while start < k_max and not all(done):
+            k = min(k_round, k_max - start)
+            for batch, prefill in zip(batches, prefills, strict=True):
+                rows = [j for j, i in enumerate(batch) if not done[i]]
+                if not rows:
+                    continue
+                samples = self._rationales([prompts[batch[j]] for j in rows], k, temperature, top_p, max_new_tokens,
+                                           seed, start=start, prefill=prefill.rows(rows))
+                for n, j in enumerate(rows):
+                    out[batch[j]] += samples[n * k:(n + 1) * k]
+            start += k
+            done = list(decide(out))
+        return out
+
+    def _decode(self, prompts, k, temperature, top_p, max_new_tokens, seed, watch_cue: bool, start: int = 0,
+                prefill: _Prefill | None = None) -> list[_Row]:
         """K rows per prompt from one prefill. Row (i, j) draws its tokens from its own generator, seeded
-        by `sample_seed(seed, prompt_i, j)`. With `watch_cue`, a row that writes the verdict cue is fed
-        the Yes/No prefix and p(Yes) is read from the next logits (no second pass over the rationale)."""
+        by `sample_seed(seed, prompt_i, start + j)`. With `watch_cue`, a row that writes the verdict cue is
+        fed the Yes/No prefix and p(Yes) is read from the next logits (no second pass over the rationale)."""
         from genrm_rl.scoring import row_generators, sample_rows, sample_seed, yes_probability
 
         pad = self.tokenizer.pad_token_id
-        ids, mask = left_pad(prompts, pad, self.device)
-        pos = positions(mask)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        prefill = prefill or self._prefill(prompts)
+        cache = prefill.cache  # decoding extends it: a reused prefill passes a copy (`_Prefill.rows`)
         cache.batch_repeat_interleave(k)  # one prefill, K decoding rows per prompt
-        logits = out.logits[:, -1].repeat_interleave(k, 0)
-        mask = mask.repeat_interleave(k, 0)
-        next_pos = pos[:, -1].repeat_interleave(k, 0) + 1
+        logits = prefill.logits.repeat_interleave(k, 0)
+        mask = prefill.mask.repeat_interleave(k, 0)
+        next_pos = prefill.last_pos.repeat_interleave(k, 0) + 1
 
         n = len(prompts) * k
-        generators = row_generators([sample_seed(seed, prompts[s // k], s % k) for s in range(n)], self.device)
+        generators = row_generators([sample_seed(seed, prompts[s // k], start + s % k) for s in range(n)],
+                                    self.device)
         state = [_Row() for _ in range(n)]
         rows = list(range(n))  # rows[r] = sample index of cache row r
         dead_rows = 0
@@ -209,6 +242,20 @@ class TransformersBackend:
                              past_key_values=cache, use_cache=True)
             cache, logits = out.past_key_values, out.logits[:, -1]
             next_pos = next_pos + 1
+
+
+class _Prefill:
+    """A batch of prompts run through the model once: the KV cache, next-token logits, mask and last
+    positions. `rows(...)` selects prompts from a copy, for decoding rounds that reuse it."""
+
+    def __init__(self, cache, logits, mask, last_pos):
+        self.cache, self.logits, self.mask, self.last_pos = cache, logits, mask, last_pos
+
+    def rows(self, index: list[int]) -> _Prefill:
+        cache = copy.deepcopy(self.cache)
+        if index != list(range(self.logits.shape[0])):
+            cache.batch_select_indices(torch.tensor(index, device=self.logits.device))
+        return _Prefill(cache, self.logits[index], self.mask[index], self.last_pos[index])
 
 
 class _Row:

@@ -88,3 +88,18 @@ class VLLMBackend:
             for (toks, reached, n), p in zip(meta, probs, strict=True)
         ]
         return [flat[i * k:(i + 1) * k] for i in range(len(prompts))]
+
+    def verdict_rounds(self, prompts, k_max, k_round, temperature, top_p, max_new_tokens, seed, decide) -> list:
+        """Adaptive K: rounds of `k_round` rationales for the prompts `decide` has not stopped; vLLM's
+        prefix cache keeps each prompt's KV between rounds, so a round does not prefill it again."""
+        out = [[] for _ in prompts]
+        done, start = [False] * len(prompts), 0
+        while start < k_max and not all(done):
+            k = min(k_round, k_max - start)
+            active = [i for i in range(len(prompts)) if not done[i]]
+            for i, group in zip(active, self.sample_verdicts([prompts[i] for i in active], k, temperature, top_p,
+                                                             max_new_tokens, seed + start), strict=True):
+                out[i] += group
+            start += k
+            done = list(decide(out))
+        return out

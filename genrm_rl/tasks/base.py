@@ -110,28 +110,40 @@ class Task:
 
     # ---- oracle rationale -----------------------------------------------------------------
     def rationale(self, problem: Problem, solution: str) -> Rationale:
-        """Verify `solution` step by step: write the step as it should be, then grade the solution's
-        step against it; stop at the first wrong one.
+        """The verification a program writes: the solution as it should be, step by step, derived from
+        the question alone, then the final answers compared.
 
-            " coat: t, so t. Correct.
-            coat dog: g, so tg. Wrong.
+            " boat: t, so t.
+            boat star: r, so tr.
+            star ": end.
+            So the answer should be tr; the solution's answer is kr. Wrong.
             Verification: Is the answer correct (Yes/No)? No
 
-        Why this order: the expected step is derived from the question and the verifier's own
-        previous step before the solution's step is looked at, so a verifier cannot pass by copying
-        the solution (with the solution's step written first, most training lines agree with it and
-        copying is the cheapest fit). A verifier trained jointly on generation solves, then compares."""
+        Why this shape (docs/experiments.md has the runs): with the solution's step written before the
+        expected one, copying the solution was the cheapest fit; with every step graded against the
+        solution's, the 0.57 M verifier derived its steps well but did not learn to compare aligned
+        steps (its verdicts matched the program's on 36-60% of rationales). Deriving from the question
+        and then comparing two short answers next to each other is learnable, and the verdict agrees
+        with the answer checker by construction (the paper's labels)."""
+        items = self.items(problem.question)
+        derived = [_norm(x) for x in self.steps(items)[:-1]]
+        answer = self.extract_answer(solution)
+        correct = self.is_correct(problem, solution)
+        given = f"the solution's answer is {answer}" if answer else "the solution gives no answer"
+        lines = derived + [f"So the answer should be {_norm(problem.target)}; {given}. {'Correct.' if correct else 'Wrong.'}",
+                           f"{VERDICT_CUE} {'Yes' if correct else 'No'}"]
+        return Rationale("\n".join(lines), correct, None if correct else self.first_wrong_step(problem, solution))
+
+    def step_result(self, line: str) -> str:
+        """The part of a solution line the answer depends on (for locating a solution's first wrong
+        step). Default: the line."""
+        return line
+
+    def first_wrong_step(self, problem: Problem, solution: str) -> int | None:
+        """1-based index of the first line whose result differs from the reference's, or None."""
         expected = [_norm(x) for x in self.steps(self.items(problem.question))]
         got = [line for line in (_norm(x) for x in solution.strip().splitlines()) if line]
-        lines = []
-        first_error = None
         for i in range(max(len(expected), len(got))):
-            want = expected[i] if i < len(expected) else "End of solution."
-            ok = i < len(expected) and i < len(got) and got[i] == want
-            lines.append(f"{want} {'Correct.' if ok else 'Wrong.'}")
-            if not ok:
-                first_error = i + 1
-                break
-        verdict = first_error is None
-        lines.append(f"{VERDICT_CUE} {'Yes' if verdict else 'No'}")
-        return Rationale("\n".join(lines), verdict, first_error)
+            if i >= len(expected) or i >= len(got) or self.step_result(got[i]) != self.step_result(expected[i]):
+                return i + 1
+        return None

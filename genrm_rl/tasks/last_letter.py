@@ -55,9 +55,9 @@ class LastLetterTask(Task):
         wrong step that happens to give the right letters, e.g. a swapped-in word with the same last
         letter, is drawn again), so the planted label agrees with the answer checker."""
         for _ in range(50):
-            solution, step = self._corrupt_once(problem, rng)
-            if not self.is_correct(problem, solution):
-                return solution, step
+            solution, planted = self._corrupt_once(problem, rng)
+            if not self.is_correct(problem, solution):  # graded on results: a same-letter word is not yet wrong
+                return solution, self.first_wrong_step(problem, solution) or planted
         raise RuntimeError(f"could not plant an error that changes the answer of {problem.question!r}")
 
     def _corrupt_once(self, problem: Problem, rng: random.Random) -> tuple[str, int]:
@@ -104,6 +104,14 @@ class LastLetterTask(Task):
                 joined[:i] + rng.choice("abcdefghijklmnopqrstuvwxyz") + joined[i + 1:]
         lines[-1] = f"The answer is {wrong}."
         return self._join(lines), n + 2
+
+    def step_result(self, line: str) -> str:
+        """The letters so far (`so tg.`) of a walk line, `end.` of the end line: what the answer is
+        built from; the words a step names and the letter it writes before them are scratch work."""
+        if line.startswith("The answer is"):
+            return line
+        head, sep, tail = line.rpartition(", so ")
+        return f"so {tail}" if sep else line.rpartition(": ")[2]
 
     @staticmethod
     def _join(lines: list[str]) -> str:

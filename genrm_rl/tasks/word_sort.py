@@ -33,6 +33,10 @@ class WordSortTask(Task):
         lines.append(f"The answer is {' '.join(chosen)}.")
         return lines
 
+    def step_result(self, line: str) -> str:
+        """`Pick w.` of a step: the picks make the answer; the list of words left is scratch work."""
+        return line[line.index("Pick "):] if line.startswith("Left:") and "Pick " in line else line
+
     def corrupt(self, problem: Problem, rng: random.Random) -> tuple[str, int]:
         words = self.items(problem.question)
         n = len(words)
