@@ -26,7 +26,7 @@ class SampleConfig:
     max_new_tokens: int = option(256, help="longest solution in tokens")
     batch_size: int = option(16, help="problems per generate call (x n sequences)")
     backend: Literal["transformers", "vllm"] = option("transformers", help="inference backend")
-    prompt_format: Literal["released", "compact"] = option("compact", help="prompt layout")
+    prompt_format: Literal["released", "compact", "chat"] = option("compact", help="prompt layout")
     device: str = option("auto", help="auto, cpu or cuda")
     seed: int = option(0, help="sampling seed")
 
@@ -46,10 +46,10 @@ def sample_solutions(cfg: SampleConfig, questions: Sequence[str], progress: bool
     from genrm_rl.modeling import encode
     from genrm_rl.prompts import get_prompt_format
 
-    fmt = get_prompt_format(cfg.prompt_format)
     backend = build_backend(cfg.backend, BackendSpec(model=cfg.model, device=cfg.device, batch_size=cfg.batch_size,
                                                       seed=cfg.seed))
     tok = backend.tokenizer
+    fmt = get_prompt_format(cfg.prompt_format, tok)
     prompts = encode(tok, [fmt.generation(q) for q in questions])
     chunk = cfg.batch_size * 4
     out: list[list[str]] = []

@@ -80,7 +80,9 @@ def encode(tokenizer, texts) -> list[list[int]]:
     service, so a model sees at inference exactly the layout it was trained on. Continuations
     (completions, cues) are tokenised with `add_special_tokens=False` and appended."""
     prefix = sequence_prefix(tokenizer)
-    return [prefix + list(ids) for ids in tokenizer(list(texts), add_special_tokens=False).input_ids]
+    # a chat-templated text already starts with the template's BOS: never a second one
+    return [list(ids) if prefix and list(ids[:len(prefix)]) == prefix else prefix + list(ids)
+            for ids in tokenizer(list(texts), add_special_tokens=False).input_ids]
 
 
 def load_causal_lm(path: str | Path, device: str = "auto", dtype: str = "auto"):

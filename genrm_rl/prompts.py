@@ -4,7 +4,10 @@ Why exact: a verifier trained here must score released data and a model trained 
 must score ours. The `released` format is the paper's: a three-line instruction header, a blank
 line, `Q:`/`A: Let's think step by step.`, the solution, then one of the two verification cues.
 `compact` is the same layout without the header; tiny character-level models pay for every
-character, and the header carries no information for a model fine-tuned on one format.
+character, and the header carries no information for a model fine-tuned on one format. `chat` puts
+the compact layout inside the model's own chat template (the question as the user's turn, the
+solution and the verification as the assistant's), for chat-tuned checkpoints; it is built from the
+tokenizer, so the template's BOS and turn markers are exactly the model's.
 """
 
 from __future__ import annotations
@@ -28,10 +31,15 @@ RELEASED_HEADER = (
 class PromptFormat:
     name: str
     header: str
+    before: str = ""
+    """Text before the header (a chat template's BOS and user-turn opening)."""
+    after: str = "\n"
+    """Text between the question and the answer cue (a chat template: end of the user's turn and the
+    opening of the assistant's)."""
 
     def generation(self, question: str) -> str:
         """Prompt for solving; the completion is the solution."""
-        return f"{self.header}Q: {question}\n{ANSWER_CUE}\n"
+        return f"{self.before}{self.header}Q: {question}{self.after}{ANSWER_CUE}\n"
 
     def direct(self, question: str, solution: str) -> str:
         """Direct GenRM prompt; the completion is " Yes" or " No"."""
@@ -43,10 +51,11 @@ class PromptFormat:
 
     def parse(self, prompt: str) -> tuple[str, str, str]:
         """Inverse of `direct`/`cot`: (question, solution, "direct"|"cot")."""
-        if not prompt.startswith(self.header + "Q: "):
+        head = self.before + self.header + "Q: "
+        if not prompt.startswith(head):
             raise ValueError(f"prompt does not start with the {self.name!r} header and 'Q: '")
-        body = prompt[len(self.header) + 3:]
-        question, sep, rest = body.partition(f"\n{ANSWER_CUE}\n")
+        body = prompt[len(head):]
+        question, sep, rest = body.partition(f"{self.after}{ANSWER_CUE}\n")
         if not sep:
             raise ValueError(f"prompt has no {ANSWER_CUE!r} line")
         if rest.endswith(f"\n{COT_CUE}\n"):
@@ -58,19 +67,40 @@ class PromptFormat:
     def question_of(self, prompt: str) -> str:
         """The question inside a generation prompt (lenient: a prompt in another layout, e.g. a chat
         template, is returned with whatever of this layout it has stripped; never empty)."""
-        head = self.header + "Q: "
+        head = self.before + self.header + "Q: "
         stripped = prompt[len(head):] if prompt.startswith(head) else prompt
-        if stripped.endswith(f"\n{ANSWER_CUE}\n"):
-            stripped = stripped[: -len(ANSWER_CUE) - 2]
+        tail = f"{self.after}{ANSWER_CUE}\n"
+        if stripped.endswith(tail):
+            stripped = stripped[: -len(tail)]
         elif ANSWER_CUE in stripped:
-            stripped = stripped.split(f"\n{ANSWER_CUE}")[0]
+            stripped = stripped.split(f"{self.after}{ANSWER_CUE}")[0].split(f"\n{ANSWER_CUE}")[0]
         return stripped.strip() or prompt
 
 
 PROMPT_FORMATS = {"released": PromptFormat("released", RELEASED_HEADER), "compact": PromptFormat("compact", "")}
+FORMAT_NAMES = ("released", "compact", "chat")
+_SLOT = "\x00question\x00"
 
 
-def get_prompt_format(name: str) -> PromptFormat:
+def chat_format(tokenizer) -> PromptFormat:
+    """The compact layout inside `tokenizer`'s chat template: what the template writes before the
+    user's message, the message `Q: {question}`, then what it writes to end that turn and open the
+    assistant's; the answer cue, the solution and the verification continue the assistant's turn."""
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise ValueError("prompt_format 'chat' needs a tokenizer with a chat template; this model has none "
+                         "(use 'compact' or 'released')")
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": f"Q: {_SLOT}"}], tokenize=False,
+                                             add_generation_prompt=True)
+    before, found, after = rendered.partition(f"Q: {_SLOT}")
+    if not found:
+        raise ValueError("the tokenizer's chat template does not write the user's message verbatim")
+    return PromptFormat("chat", "", before, after)
+
+
+def get_prompt_format(name: str, tokenizer=None) -> PromptFormat:
+    """The named format; `chat` is built from the model's tokenizer (its chat template)."""
+    if name == "chat":
+        return chat_format(tokenizer)
     if name not in PROMPT_FORMATS:
-        raise ValueError(f"unknown prompt format {name!r}; choose one of {sorted(PROMPT_FORMATS)}")
+        raise ValueError(f"unknown prompt format {name!r}; choose one of {', '.join(FORMAT_NAMES)}")
     return PROMPT_FORMATS[name]

@@ -20,7 +20,11 @@ def ensure_ray(address: str = "", num_cpus: int | None = None, namespace: str = 
     if address:
         ray.init(address=address, namespace=namespace, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, namespace=namespace, log_to_driver=True, include_dashboard=False)
+        # The dashboard hosts Ray's State API, which Ray Train's placement-group cleaner polls every
+        # few seconds; without it the cleaner cannot work and logs a warning per poll (hundreds a run).
+        # Ray binds it to 127.0.0.1 unless told otherwise.
+        ray.init(num_cpus=num_cpus, namespace=namespace, log_to_driver=True, include_dashboard=True,
+                 dashboard_host="127.0.0.1")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

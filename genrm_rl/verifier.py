@@ -60,7 +60,7 @@ class VerifierConfig:
     max_new_tokens: int = option(512, help="CoT: longest rationale in tokens before the verdict is forced")
     backend: Literal["transformers", "vllm"] = option("transformers", help="inference backend")
     batch_size: int = option(16, help="(question, solution) pairs per forward batch (x K for CoT)")
-    prompt_format: Literal["auto", "released", "compact"] = option(
+    prompt_format: Literal["auto", "released", "compact", "chat"] = option(
         "auto", help="auto = what training recorded in the model's genrm_rl.json (else compact); released = the "
                      "paper's header")
     device: str = option("auto", help="auto, cpu or cuda[:i]")
@@ -194,9 +194,9 @@ class GenerativeVerifier:
         from genrm_rl.prompts import get_prompt_format
 
         self.cfg = cfg
-        self.fmt = get_prompt_format(resolve_prompt_format(cfg))
         self.backend = backend or build_backend(cfg.backend, backend_spec(cfg))
         self.tokenizer = self.backend.tokenizer
+        self.fmt = get_prompt_format(resolve_prompt_format(cfg), self.tokenizer)
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         from genrm_rl.modeling import encode
@@ -278,9 +278,9 @@ class ORMScorer:
         from genrm_rl.prompts import get_prompt_format
 
         self.cfg = cfg
-        self.fmt = get_prompt_format(resolve_prompt_format(cfg))
         self.device = resolve_device(cfg.device)
         self.tokenizer = load_tokenizer(cfg.model, padding_side="left")
+        self.fmt = get_prompt_format(resolve_prompt_format(cfg), self.tokenizer)
         self.model = load_scalar_head_model(cfg.model, self.device, cfg.dtype, self.tokenizer.pad_token_id)
         self.context = getattr(self.model.config, "max_position_embeddings", None)
 
@@ -330,9 +330,9 @@ class DPOScorer:
             raise ValueError(f"mode 'dpo' needs the reference model: set ref_model (none recorded in "
                              f"{cfg.model}/genrm_rl.json)")
         self.cfg, self.beta = cfg, float(meta.get("beta", 0.1))
-        self.fmt = get_prompt_format(resolve_prompt_format(cfg))
         self.device = resolve_device(cfg.device)
         self.tokenizer = load_tokenizer(cfg.model, padding_side="right")
+        self.fmt = get_prompt_format(resolve_prompt_format(cfg), self.tokenizer)
         self.policy = load_causal_lm(cfg.model, self.device, cfg.dtype)
         self.ref = load_causal_lm(ref, self.device, cfg.dtype)
         self.context = getattr(self.policy.config, "max_position_embeddings", None)

@@ -87,7 +87,7 @@ class ReproduceConfig:
                                                        "first k of K votes are exactly a k-vote run)")
     cot_temperature: float = option(1.0, help="GenRM-CoT sampling temperature")
     cot_max_new_tokens: int = option(160, help="longest rationale before the verdict is forced")
-    prompt_format: Literal["released", "compact"] = option("compact", help="prompt layout")
+    prompt_format: Literal["released", "compact", "chat"] = option("compact", help="prompt layout")
     oracle_set: bool = option(False, help="also score 1 correct + (n_oracle - 1) planted errors per test problem")
     n_oracle: int = option(4, help="oracle set size per problem")
     bootstrap_samples: int = option(2000, help="bootstrap resamples of the problems for 90% intervals")
@@ -253,7 +253,7 @@ class Pipeline:
             self.generator_checks = json.loads(checks_file.read_text())
             return str(final)
         stage, dev = self.cfg.generator, self._dev_problems()
-        fmt = get_prompt_format(self.cfg.prompt_format)
+        fmt = get_prompt_format(self.cfg.prompt_format, load_tokenizer(base))
         self.generator_checks = []
         for extension in range(self.cfg.generator_max_extensions + 1):
             model = self.train("generator", base, stage, "generator", export_every=self.cfg.snapshot_every)

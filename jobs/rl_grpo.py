@@ -56,7 +56,7 @@ class RLConfig:
     eval_split: str = option("test", help="split for held-out ground-truth accuracy")
     num_eval_problems: int = option(64, help="held-out problems (greedy decoding) before/after")
     seed: int = option(0, help="seed")
-    prompt_format: Literal["released", "compact"] = option("compact", help="prompt layout")
+    prompt_format: Literal["released", "compact", "chat"] = option("compact", help="prompt layout")
     trainer: Literal["grpo", "rloo"] = option("grpo", help="TRL trainer")
     loss_type: str = option("dapo", help="GRPO loss: grpo, dapo, dr_grpo, bnpo, cispo, sapo, luspo")
     num_generations: int = option(8, help="completions per prompt (the group)")
@@ -103,9 +103,13 @@ class RewardLatencyCallback(TrainerCallback):
 
 def genrm_reward(cfg: RLConfig, out: Path, service=None):
     """The GenRM reward function and the service this job started for it (None if it connected to one)."""
+    from genrm_rl.modeling import load_tokenizer
+    from genrm_rl.prompts import get_prompt_format
     from reward.trl import AsyncGenRMReward
 
-    common = dict(timeout=cfg.reward.timeout_s, prompt_format=cfg.prompt_format, log_path=str(out / "reward_calls.jsonl"))
+    # the policy's prompt layout, so the adapter can find the question inside a prompt
+    fmt = get_prompt_format(cfg.prompt_format, load_tokenizer(cfg.policy))
+    common = dict(timeout=cfg.reward.timeout_s, prompt_format=fmt, log_path=str(out / "reward_calls.jsonl"))
     if cfg.reward.url:
         return AsyncGenRMReward(url=cfg.reward.url, token=cfg.reward.token, retries=cfg.reward.retries, **common), None
     owned = None
@@ -162,7 +166,7 @@ def run_rl(cfg: RLConfig, service=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, out / "rl_config.yaml")
     (out / "reward_calls.jsonl").unlink(missing_ok=True)
-    fmt = get_prompt_format(cfg.prompt_format)
+    fmt = get_prompt_format(cfg.prompt_format, load_tokenizer(cfg.policy))
     task = get_task(cfg.task)
     train_problems = task.make_problems(cfg.train_split, cfg.num_train_problems, cfg.seed)
     eval_problems = task.make_problems(cfg.eval_split, cfg.num_eval_problems, cfg.seed + 1)

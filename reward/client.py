@@ -168,17 +168,23 @@ class RayRewardClient:
             return None, retry_delay(attempt, self.backoff, reply.get("retry_after"))
         return _check_reply(200, reply)["results"], 0.0
 
+    def _attempt(self, call, attempt: int) -> tuple[list[dict] | None, float]:
+        """One try: `call()` returns the router's reply (or raises because the router died)."""
+        import ray
+
+        try:
+            return self._reply(call(), attempt)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as err:
+            if attempt >= self.retries:
+                raise RewardServiceError(503, f"reward router unavailable: {type(err).__name__}") from err
+            return None, retry_delay(attempt, self.backoff)
+
     def score(self, items: Sequence[dict], mode: str | None = None, k: int | None = None) -> list[dict]:
         import ray
 
         for attempt in range(self.retries + 1):
-            try:
-                results, delay = self._reply(ray.get(self.router.score.remote(list(items), mode, k, self.timeout)),
-                                             attempt)
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as err:
-                if attempt >= self.retries:
-                    raise RewardServiceError(503, f"reward router unavailable: {type(err).__name__}") from err
-                results, delay = None, retry_delay(attempt, self.backoff)
+            results, delay = self._attempt(
+                lambda: ray.get(self.router.score.remote(list(items), mode, k, self.timeout)), attempt)
             if results is not None:
                 return results
             time.sleep(delay)
@@ -189,12 +195,10 @@ class RayRewardClient:
 
         for attempt in range(self.retries + 1):
             try:
-                results, delay = self._reply(await self.router.score.remote(list(items), mode, k, self.timeout),
-                                             attempt)
+                reply = await self.router.score.remote(list(items), mode, k, self.timeout)
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as err:
-                if attempt >= self.retries:
-                    raise RewardServiceError(503, f"reward router unavailable: {type(err).__name__}") from err
-                results, delay = None, retry_delay(attempt, self.backoff)
+                reply = err  # judged by _attempt below, like the sync path
+            results, delay = self._attempt(lambda r=reply: _raise_or_return(r), attempt)
             if results is not None:
                 return results
             await asyncio.sleep(delay)
@@ -210,6 +214,12 @@ class RayRewardClient:
         import ray
 
         return ray.get(self.router.health.remote())
+
+
+def _raise_or_return(reply):
+    if isinstance(reply, BaseException):
+        raise reply
+    return reply
 
 
 def client_from_env() -> RewardClient:

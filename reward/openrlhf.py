@@ -1,9 +1,13 @@
 """OpenRLHF custom reward function file backed by the GenRM reward service.
 
-Either point OpenRLHF at the service itself (it speaks the remote RM protocol):
-    --remote_rm_url http://127.0.0.1:8000/get_reward
+Either point OpenRLHF (0.10.2+; before that the flag was --remote_rm_url) at the service itself,
+which speaks the remote RM protocol:
+    --reward.remote_url http://127.0.0.1:8000/get_reward
 or pass this file, which calls the same endpoint (set GENRM_REWARD_URL):
-    --remote_rm_url reward/openrlhf.py
+    --reward.remote_url reward/openrlhf.py
+To give the verifier the dataset's own question instead of parsing it out of the (possibly
+chat-templated, possibly truncated) prompt: `--data.label_key question` on the OpenRLHF side and
+`get_reward_question: label` in the service config.
 """
 
 from __future__ import annotations

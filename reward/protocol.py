@@ -99,7 +99,7 @@ class GetRewardParser:
 
         tok = load_tokenizer(cfg.verifier.model)
         special = tuple(sorted({t for t in tok.all_special_tokens if t}, key=len, reverse=True))
-        return cls(get_prompt_format(resolve_prompt_format(cfg.verifier)), cfg.max_items, special,
+        return cls(get_prompt_format(resolve_prompt_format(cfg.verifier), tok), cfg.max_items, special,
                    cfg.get_reward_question)
 
     def parse(self, obj: dict) -> list[dict]:

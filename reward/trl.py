@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from genrm_rl.prompts import get_prompt_format
+from genrm_rl.prompts import PromptFormat, get_prompt_format
 
 log = logging.getLogger("genrm_rl.reward")
 
@@ -39,14 +39,15 @@ def _text(x) -> str:
 
 class _Base:
     def __init__(self, url: str = "", router=None, token: str = "", mode: str | None = None, k: int | None = None,
-                 question_column: str = "question", prompt_format: str = "compact", timeout: float = 600.0,
+                 question_column: str = "question", prompt_format="compact", timeout: float = 600.0,
                  retries: int = 3, name: str = "genrm", history: int = 256, log_path: str = ""):
         if bool(url) == (router is not None):
             raise ValueError("give exactly one of url= (HTTP) or router= (in-process Ray handle)")
         self.url, self.router, self.token = url, router, token
         self.mode, self.k, self.timeout, self.retries = mode, k, timeout, retries
         self.question_column = question_column
-        self.fmt = get_prompt_format(prompt_format)
+        # a name, or a built PromptFormat (`chat` is built from the policy's tokenizer by the caller)
+        self.fmt = prompt_format if isinstance(prompt_format, PromptFormat) else get_prompt_format(prompt_format)
         self.__name__ = name  # TRL logs rewards under the function's __name__
         self.last_latency_s: float | None = None
         self.last_scores: list[float] = []

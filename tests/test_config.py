@@ -98,6 +98,7 @@ def test_cli_help_lists_jobs_and_each_job_has_help():
 @pytest.mark.parametrize(("name", "cls_path", "extra"), [
     ("quickstart.yaml", "jobs.pipeline:ReproduceConfig", []),
     ("word_sort.yaml", "jobs.pipeline:ReproduceConfig", []),
+    ("paper_cpu.yaml", "jobs.pipeline:ReproduceConfig", []),
     ("gpu_preset.yaml", "jobs.pipeline:ReproduceConfig", []),
     ("train_genrm_cot.yaml", "genrm_rl.training.config:TrainConfig", []),
     ("train_gsm8k_released.yaml", "genrm_rl.training.config:TrainConfig", []),

@@ -211,3 +211,23 @@ def test_adaptive_k_votes_are_a_prefix_of_fixed_k(trained_verifier_dir):
     for a, f in zip(adaptive, fixed, strict=True):
         assert 2 <= len(a.votes) <= 8 and len(a.votes) % 2 == 0
         assert a.votes == pytest.approx(f.votes[:len(a.votes)], abs=1e-5)
+
+
+def test_verifier_uses_the_prompt_format_training_recorded(tiny_model_dir, tmp_path, caplog):
+    """prompt_format auto = what the model's genrm_rl.json says; an explicit other format is used as
+    asked, with a warning naming both."""
+    import json
+    import logging
+    import shutil
+
+    from genrm_rl.verifier import GenerativeVerifier, VerifierConfig, resolve_prompt_format
+
+    model = tmp_path / "released_model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "genrm_rl.json").write_text(json.dumps({"objective": "genrm_direct", "prompt_format": "released"}))
+    assert resolve_prompt_format(VerifierConfig(model=tiny_model_dir)) == "compact"  # nothing recorded
+    v = GenerativeVerifier(VerifierConfig(model=str(model), mode="direct"))
+    assert v.fmt.name == "released" and v.fmt.header
+    with caplog.at_level(logging.WARNING, logger="genrm_rl.verifier"):
+        assert resolve_prompt_format(VerifierConfig(model=str(model), prompt_format="compact")) == "compact"
+    assert "trained with prompt_format 'released' but is scored with 'compact'" in caplog.text

@@ -29,7 +29,8 @@ class TrainDataConfig:
     candidates_files: list[str] = option([], help="extra candidates JSONL files (e.g. generator samples)")
     released_files: list[str] = option([], help="genrm-critiques .zip / data_collection .jsonl.gz files")
     released_limit: int = option(0, help="use at most this many released examples (0 = all)")
-    prompt_format: Literal["released", "compact"] = option("compact", help="prompt layout (see genrm_rl.prompts)")
+    prompt_format: Literal["released", "compact", "chat"] = option("compact", help="prompt layout (see genrm_rl.prompts); chat = the model's "
+                                                                         "chat template")
     max_length: int = option(1024, help="drop examples longer than this many tokens (counted in the log)")
     exclude_problems: list[str] = option([], help="problems JSONL files whose questions must not be trained on")
     val_fraction: float = option(0.05, help="fraction held out for validation loss")
@@ -144,12 +145,13 @@ def _balance(out: list, task, rng: random.Random) -> int:
 
 
 def build_examples(objective: str, cfg: TrainDataConfig, gen_weight: float, gen_weight_mode: str,
-                   eos_token: str) -> tuple[list[Example], DataStats]:
-    """All examples for `objective` (genrm_cot, genrm_direct, orm, generator)."""
+                   eos_token: str, tokenizer=None) -> tuple[list[Example], DataStats]:
+    """All examples for `objective` (genrm_cot, genrm_direct, orm, generator); `tokenizer` builds the
+    `chat` prompt format from its template."""
     from genrm_rl.prompts import NO, YES, get_prompt_format
     from genrm_rl.verifier import orm_input
 
-    fmt = get_prompt_format(cfg.prompt_format)
+    fmt = get_prompt_format(cfg.prompt_format, tokenizer)
     candidates, stats = _labelled_candidates(cfg)
     rng = random.Random(f"mix/{cfg.seed}")
     examples: list[Example] = []

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 
-def preference_pairs(cfg) -> tuple[list[dict], dict]:
+def preference_pairs(cfg, tokenizer=None) -> tuple[list[dict], dict]:
     """{"question", "prompt", "chosen", "rejected"} rows from the labelled candidates of `cfg.data`,
     and counts."""
     import random
@@ -24,7 +24,7 @@ def preference_pairs(cfg) -> tuple[list[dict], dict]:
     from genrm_rl.prompts import get_prompt_format
     from genrm_rl.training.data import _labelled_candidates
 
-    fmt = get_prompt_format(cfg.data.prompt_format)
+    fmt = get_prompt_format(cfg.data.prompt_format, tokenizer)
     candidates, _stats = _labelled_candidates(cfg.data)
     by_question: dict[str, dict[bool, list[str]]] = collections.defaultdict(lambda: {True: [], False: []})
     for question, solution, correct, _rationale in candidates:

@@ -29,7 +29,7 @@ def prepare_data(cfg: TrainConfig):
 
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
     examples, stats = build_examples(cfg.objective, cfg.data, cfg.gen_weight, cfg.gen_weight_mode,
-                                     tokenizer.eos_token or "")
+                                     tokenizer.eos_token or "", tokenizer)
     tokens, stats.too_long = tokenize_examples(examples, tokenizer, cfg.data.max_length)
     if not tokens:
         raise ValueError(f"no training examples for objective {cfg.objective!r} ({stats.as_dict()})")
@@ -85,9 +85,10 @@ def _run_sft(cfg: TrainConfig) -> dict:
 
 
 def _run_dpo(cfg: TrainConfig) -> dict:
+    from genrm_rl.modeling import load_tokenizer
     from genrm_rl.training.dpo import preference_pairs, train_dpo
 
-    rows, stats = preference_pairs(cfg)
+    rows, stats = preference_pairs(cfg, load_tokenizer(cfg.model))
     if not rows:
         raise ValueError(f"no preference pairs for DPO: a question needs a correct and an incorrect solution ({stats})")
     log.info("DPO data: %s", stats)

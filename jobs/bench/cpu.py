@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from genrm_rl.config import option, to_dict
+from genrm_rl.records import iter_jsonl
 
 
 @dataclasses.dataclass
@@ -273,7 +274,7 @@ def bench_training(cfg: BenchConfig) -> dict:
             "ray": {"num_workers": workers, "cpus_per_worker": (os.cpu_count() or 2) / workers},
         })
         run_training(tcfg)
-        logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        logs = [obj for _, obj in iter_jsonl(run_dir / "metrics.jsonl")]
         rates = [m["tokens_per_s"] for m in logs if "tokens_per_s" in m][1:]  # drop the warm-up window
         rows[name] = {"tokens_per_s": statistics.median(rates), "workers": workers, "engine": engine,
                       "global_batch": cfg.train_micro_batch}
