@@ -47,6 +47,9 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, namespace="genrm_rl", include_dashboard=False, log_to_driver=False)
+        # its own dashboard (State API): without one, Ray Train's placement-group cleaner falls back to the
+        # default dashboard address, which another local cluster (a running `make demo`) may own
+        ray.init(num_cpus=2, namespace="genrm_rl", include_dashboard=True, dashboard_host="127.0.0.1",
+                 log_to_driver=False)
     yield ray
     ray.shutdown()
