@@ -19,6 +19,7 @@ COUNTERS = {
     "failed_batches": "batches the verifier rejected or could not score",
     "replica_deaths": "verifier replicas that died",
     "replica_restarts": "replacement replicas started",
+    "replicas_started": "verifier replica actors created (at start and as replacements)",
     "loop_restarts": "restarts of the router's batching loop",
     "rejected_overload": "requests refused because the queue was full",
     "failed_health_checks": "replica health checks that failed or timed out",

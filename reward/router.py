@@ -94,6 +94,7 @@ class RewardRouter:
         self._slot_free: asyncio.Event | None = None
         self._loop_task = None
         self._check_task = None
+        self._starting: asyncio.Task | None = None
 
     # ---- replicas -----------------------------------------------------------------------------
     def _new_replica(self):
@@ -103,21 +104,27 @@ class RewardRouter:
         from reward.replica import VerifierReplica
 
         threads = max(1, int(self.cfg.replica_cpus)) if self.cfg.replica_gpus == 0 else 0
+        self.metrics.inc("replicas_started")
         return ray.remote(concurrency_groups={"health": 1})(VerifierReplica).options(
             num_cpus=self.cfg.replica_cpus, num_gpus=self.cfg.replica_gpus, max_restarts=0,
         ).remote(to_dict(self.vcfg), threads)
 
     async def start(self) -> dict:
-        """Create the replicas and wait until every one has loaded its model."""
-        if self._loop_task is not None:
-            return self.health()
+        """Create the replicas and wait until every one has loaded its model. Safe to call from many
+        requests at once (a restarted router receives all the retried calls together): the first
+        call starts the replicas and the others wait for that same start."""
+        if self._starting is None:
+            self._starting = asyncio.get_running_loop().create_task(self._start())
+        await asyncio.shield(self._starting)
+        return self.health()
+
+    async def _start(self) -> None:
         self._work, self._slot_free = asyncio.Event(), asyncio.Event()
         self.slots = [_Slot(i, self._new_replica()) for i in range(self.cfg.num_replicas)]
         await asyncio.gather(*(slot.handle.info.remote() for slot in self.slots))
         for slot in self.slots:
             slot.alive = True
         self._start_loop()
-        return self.health()
 
     def _start_loop(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop())

@@ -1,5 +1,6 @@
 """The reward service on a real local Ray cluster, over real HTTP on loopback."""
 
+import collections
 import concurrent.futures as cf
 import json
 import threading
@@ -271,6 +272,78 @@ def test_killed_replica_mid_load_loses_nothing(ray_session, tiny_model_dir, dire
             time.sleep(1)
         assert ray.get(service.router.health.remote())["replicas_alive"] == 2
         assert metrics["items"] == 48
+    finally:
+        service.shutdown()
+
+
+@pytest.mark.slow
+def test_killed_router_under_load_recovers_and_answers_every_request_once(ray_session, tiny_model_dir, direct_verifier):
+    """Kill the router itself while 32 clients are waiting: Ray restarts it (its replicas die with it
+    and it starts new ones, once, however many retried calls arrive together) and every client gets
+    exactly one answer, equal to the verifier's, after a transparent retry. Recovery time is printed."""
+    import ray
+
+    from genrm_rl.config import from_dict
+    from reward.config import ServeConfig
+    from reward.service import start_service
+
+    cfg = from_dict(ServeConfig, {
+        "verifier": {"model": tiny_model_dir, "mode": "direct", "batch_size": 8}, "num_replicas": 1,
+        "replica_cpus": 0.25, "max_batch_size": 8, "max_wait_ms": 1, "http": False,
+        "router_name": "test_router_kill", "cache_size": 0,
+    })
+    from ray.util.state import list_actors
+
+    def live_replicas():
+        return len(list_actors(address=ray.get_runtime_context().gcs_address, limit=1000,
+                               filters=[("class_name", "=", "VerifierReplica"), ("state", "=", "ALIVE")]))
+
+    service = start_service(cfg)
+    client = service.client()
+    try:
+        first_pid = ray.get(service.router.health.remote())["pid"]
+        replicas_before = live_replicas()
+        requests = [items(2, tag=f"rk{i}") for i in range(32)]
+        answers: dict[int, list] = {}
+        errors, calls = [], collections.Counter()
+        go = threading.Event()
+
+        def run(i):
+            go.wait()
+            for _ in range(3):  # each client sends a few requests, the kill lands among them
+                try:
+                    calls[i] += 1
+                    answers.setdefault(i, []).append(client.score(requests[i]))
+                except Exception as err:  # noqa: BLE001 - the assertion below reports it
+                    errors.append(err)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        go.set()
+        time.sleep(0.3)
+        t_kill = time.monotonic()
+        ray.kill(service.router, no_restart=False)  # a crash: Ray restarts the actor
+        for t in threads:
+            t.join(timeout=240)
+        recovered = time.monotonic() - t_kill
+        assert not errors, errors[:3]
+        assert all(len(answers[i]) == calls[i] == 3 for i in range(32))
+        health = ray.get(service.router.health.remote())
+        assert health["pid"] != first_pid and health["replicas_alive"] == 1 and health["replicas"] == 1
+        # the restarted router started one replica, not one per retried call (its old one died with it)
+        assert ray.get(service.router.get_metrics.remote())["replicas_started"] == 1
+        deadline = time.time() + 30
+        while live_replicas() != replicas_before and time.time() < deadline:
+            time.sleep(0.5)
+        assert live_replicas() == replicas_before
+        want = [r.score for r in direct_verifier.score([(x["question"], x["solution"]) for x in requests[0]])]
+        for i in range(32):
+            for got in answers[i]:
+                assert len(got) == 2
+        assert [r["score"] for r in answers[0][-1]] == pytest.approx(want, abs=1e-5)
+        print(f"router killed under 32-client load: all 96 requests answered once; load finished "
+              f"{recovered:.1f}s after the kill")
     finally:
         service.shutdown()
 
