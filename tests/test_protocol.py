@@ -17,10 +17,13 @@ PROMPT = "Q: What is 2+2?\nA: Let's think step by step.\n"
     (b"\xff\xfe", 400, "invalid JSON"),
     (b"[1]", 422, "must be a JSON object, got list"),
     (b"x" * 11, 413, "11 bytes > max_body_bytes=10"),
+    # issue #14's measured 500s: deep nesting (RecursionError) and an integer past Python's digit limit
+    (b"[" * 200_000 + b"]" * 200_000, 400, "invalid JSON"),
+    (b'{"items": [], "k": ' + b"9" * 5000 + b"}", 400, "invalid JSON"),
 ])
 def test_parse_json_body_rejects(body, status, message):
     with pytest.raises(ServiceError, match=message) as err:
-        parse_json_body(body, max_bytes=10 if len(body) > 10 else 1000)
+        parse_json_body(body, max_bytes=10 if body == b"x" * 11 else 1_000_000)
     assert err.value.status == status
 
 
