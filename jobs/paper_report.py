@@ -88,6 +88,11 @@ def check_targets(task: str, sets: dict) -> list[dict]:
             continue
         cot = r["verifiers"]["genrm_cot"]["best_of_n"]
         where = "in distribution" if key == "indist" else "out of distribution"
+        if r["pass_at_n"] == 0:  # the policy solves none: no verifier can pick anything, no target is met
+            add(f"{where}: any Best-of-N target", False, f"the policy solves none of these problems (Pass@{r['n'][-1]} = 0)")
+            if key == "ood":
+                add("out of distribution: policy Pass@16 >= 25%", False, "0.0")
+            continue
         if task == "word_sort":
             add(f"{where}: GenRM-CoT Best-of-{r['n'][-1]} > majority voting", cot[-1] > r["self_consistency"],
                 f"{cot[-1]:.1f} vs {r['self_consistency']:.1f}")
