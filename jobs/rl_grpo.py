@@ -101,14 +101,11 @@ class RewardLatencyCallback(TrainerCallback):
                 state.log_history[-1]["genrm/reward_call_latency_s"] = latency
 
 
-def genrm_reward(cfg: RLConfig, out: Path, service=None):
-    """The GenRM reward function and the service this job started for it (None if it connected to one)."""
-    from genrm_rl.modeling import load_tokenizer
-    from genrm_rl.prompts import get_prompt_format
+def genrm_reward(cfg: RLConfig, out: Path, fmt, service=None):
+    """The GenRM reward function and the service this job started for it (None if it connected to one).
+    `fmt` is the policy's prompt layout, so the adapter can find the question inside a prompt."""
     from reward.trl import AsyncGenRMReward
 
-    # the policy's prompt layout, so the adapter can find the question inside a prompt
-    fmt = get_prompt_format(cfg.prompt_format, load_tokenizer(cfg.policy))
     common = dict(timeout=cfg.reward.timeout_s, prompt_format=fmt, log_path=str(out / "reward_calls.jsonl"))
     if cfg.reward.url:
         return AsyncGenRMReward(url=cfg.reward.url, token=cfg.reward.token, retries=cfg.reward.retries, **common), None
@@ -178,7 +175,7 @@ def run_rl(cfg: RLConfig, service=None) -> dict:
     acc_before = greedy_accuracy(policy, tokenizer, eval_problems, fmt, cfg.max_completion_length)
     log.info("held-out %s accuracy before RL: %.3f", cfg.eval_split, acc_before)
 
-    genrm, owned = genrm_reward(cfg, out, service) if cfg.reward.weight > 0 else (None, None)
+    genrm, owned = genrm_reward(cfg, out, fmt, service) if cfg.reward.weight > 0 else (None, None)
     reward_funcs = ([genrm] if genrm else []) + [correctness_reward(cfg.task)]  # logged even at weight 0
     weights = ([cfg.reward.weight] if genrm else []) + [cfg.reward.rule_weight]
     callbacks = [RewardLatencyCallback(genrm)] if genrm else []
