@@ -43,6 +43,8 @@ class StageConfig:
     num_problems: int = option(2000, help="train problems generated for this stage")
     split: str = option("train", help="task split of those problems")
     negatives_per_problem: int = option(1, help="planted-error candidates per problem (verifiers)")
+    foreign_negatives_per_problem: int = option(0, help="another problem's solution as a wrong candidate, per "
+                                                        "problem (verifiers; see TrainDataConfig)")
     gen_weight: float = option(1 / 3, help="λ (GenRM objectives)")
     warmup_ratio: float = option(0.05, help="warmup fraction")
 
@@ -82,6 +84,8 @@ class ReproduceConfig:
     dpo_lr: float = option(5e-4, help="DPO baseline learning rate (the other verifier_stage settings are shared)")
     dpo_beta: float = option(0.1, help="DPO baseline β")
     dpo_steps: int = option(0, help="DPO baseline steps (0 = verifier_stage.max_steps)")
+    cot_steps: int = option(0, help="GenRM-CoT steps, both λ values (0 = verifier_stage.max_steps); its verdict "
+                                    "follows the rationale only after ~2x the other verifiers' steps (experiments.md)")
     cot_k: int = option(8, help="GenRM-CoT rationales per candidate (K)")
     cot_k_curve: list[int] = option([1, 2, 4, 8], help="K values reported (votes are seeded per candidate, so the "
                                                        "first k of K votes are exactly a k-vote run)")
@@ -174,11 +178,13 @@ class Pipeline:
 
         cfg = self.cfg
         recipe = KINDS[objective].recipe if objective in KINDS else "sft"
-        steps = (cfg.dpo_steps or stage.max_steps) if recipe == "dpo" else stage.max_steps
+        steps = (cfg.dpo_steps or stage.max_steps) if recipe == "dpo" else \
+            (cfg.cot_steps or stage.max_steps) if objective == "genrm_cot" else stage.max_steps
         return from_dict(TrainConfig, {
             "objective": objective, "model": init, "output_dir": str(out),
             "data": {"task": cfg.task, "num_problems": stage.num_problems, "split": stage.split, "seed": cfg.seed,
                      "negatives_per_problem": stage.negatives_per_problem, "prompt_format": cfg.prompt_format,
+                     "foreign_negatives_per_problem": stage.foreign_negatives_per_problem if objective != "generator" else 0,
                      "candidates_files": candidates, "balance": cfg.balance and objective != "generator",
                      "val_fraction": 0.02, "exclude_problems": [str(self.out / "data/val_problems.jsonl"),
                                                                 str(self.out / "data/test_problems.jsonl")]},

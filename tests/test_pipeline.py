@@ -66,18 +66,36 @@ def test_reproduce_smoke(ray_session, tmp_path):
 
 @pytest.mark.slow
 def test_benchmarks_smoke(ray_session, trained_verifier_dir, tmp_path):
+    import random
+
+    from genrm_rl.records import Candidate, write_records
+    from genrm_rl.tasks import get_task
     from jobs.bench.cpu import BenchConfig, run_bench
 
+    task, rng = get_task("last_letter"), random.Random(0)
+    cands = []
+    for p in task.make_problems("val", 3, seed=4):
+        for j in range(4):
+            s = task.solve(p) if j % 2 else task.corrupt(p, rng)[0]
+            cands.append(Candidate(p.id, j, p.question, s, task.extract_answer(s), task.is_correct(p, s)))
+    write_records(tmp_path / "cands.jsonl", cands)
     md = tmp_path / "BENCH.md"
     cfg = BenchConfig(model=trained_verifier_dir, num_pairs=4, ks=[2], batch_size=4, max_new_tokens=24,
                       naive_pairs=2, concurrency=[1, 4], service_k=2, service_pairs=6, service_threads=[1], train_steps=6, train_micro_batch=4,
+                      backends=["transformers"], adaptive_candidates=str(tmp_path / "cands.jsonl"), adaptive_k=8,
+                      adaptive_k_min=2, adaptive_k_round=2, soak_requests=60, soak_cache=8,
                       out_dir=str(tmp_path / "bench"), markdown=str(md))
     result = run_bench(cfg)
     assert result["scoring"]["cot_k2"]["speedup_verifications"] > 0
     assert result["service"]["threads_1"]["http_c4"]["ok"] == 6  # service_pairs, not num_pairs
     assert result["training"]["deepspeed_zero2_2w"]["workers"] == 2
+    adaptive = result["adaptive"]
+    assert adaptive["fixed"]["rationales_per_item"] == 8 and 2 <= adaptive["adaptive_rank"]["rationales_per_item"] <= 8
+    assert adaptive["n"] == 4 and adaptive["problems"] == 3
+    assert len(result["soak"]["samples"]) == 20 and result["soak"]["samples"][-1]["requests"] == 60
     text = md.read_text()
     assert "speedup" in text and "DeepSpeed ZeRO-2 (1 worker) / plain PyTorch" in text
+    assert "Adaptive K (K_max = 8)" in text and "| router |" in text
 
 
 def test_gpu_benchmark_script_smoke(trained_verifier_dir):

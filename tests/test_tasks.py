@@ -38,7 +38,7 @@ def test_word_sort_target():
 
 
 @pytest.mark.parametrize("name", ["last_letter", "word_sort"])
-def test_oracle_rationale_derives_then_compares_answers(name):
+def test_oracle_rationale_checks_the_answer_against_the_question(name):
     task = get_task(name)
     rng = random.Random(0)
     for p in task.make_problems("test", 40, seed=2):
@@ -52,8 +52,17 @@ def test_oracle_rationale_derives_then_compares_answers(name):
             r = task.rationale(p, bad)
             assert not r.verdict and r.first_error_step == step, (bad, r.text)
             lines = r.text.splitlines()
+            assert lines[-1] == f"{VERDICT_CUE} No"
+            if name == "last_letter":  # a row per position: the solution's letter, the question's, a mark
+                given, rows = task.extract_answer(bad), lines[:-2]
+                assert len(rows) == max(len(given), len(p.target)) and lines[-2] == "Wrong."
+                for i, row in enumerate(rows):
+                    got, want = (given[i] if i < len(given) else "_"), (p.target[i] if i < len(p.target) else "_")
+                    assert row == f"{got}/{want}{'+' if got == want else '-'}"
+                assert "-" in "".join(row[3] for row in rows)
+                continue
             # the steps are the reference's, derived from the question whatever the solution says
-            assert lines[:-2] == reference[:-1] and lines[-1] == f"{VERDICT_CUE} No"
+            assert lines[:-2] == reference[:-1]
             assert lines[-2] == (f"So the answer should be {p.target}; the solution's answer is "
                                  f"{task.extract_answer(bad)}. Wrong.")
 
@@ -93,7 +102,7 @@ def test_rationale_for_truncated_and_garbage_candidates():
     first_line = task.solve(p).splitlines()[0]
     r = task.rationale(p, first_line)
     assert r.first_error_step == 2 and not r.verdict
-    assert r.text.splitlines()[-2] == f"So the answer should be {p.target}; the solution gives no answer. Wrong."
+    assert r.text.splitlines()[:-1] == [f"_/{c}-" for c in p.target] + ["Wrong."]
     r = task.rationale(p, task.solve(p) + "\nmore")  # an extra line after the answer: the answer is still right
     assert r.verdict and r.first_error_step is None
     r = task.rationale(p, "blah")

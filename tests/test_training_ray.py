@@ -128,6 +128,47 @@ def test_killed_job_resumes_from_its_checkpoint(ray_session, tiny_model_dir, tmp
     assert len(_checkpoint_steps(out)) <= 2 and max(_checkpoint_steps(out)) == 60
 
 
+@pytest.mark.slow
+def test_killed_worker_is_restarted_and_continues_from_the_last_checkpoint(ray_session, tiny_model_dir, tmp_path):
+    """FailureConfig(max_failures=1): SIGKILL one of the two DeepSpeed ranks once a checkpoint is
+    registered. Ray Train restarts the worker group inside the same `fit()`, the new group resumes from
+    that checkpoint (not step 0), and the job ends where an uninterrupted run ends, loss included."""
+    import threading
+
+    from genrm_rl.training.launch import run_training
+
+    kw = {"max_steps": 40, "checkpoint_every": 10, "tensorboard": False}
+    straight = tmp_path / "straight"
+    run_training(_train_cfg(tiny_model_dir, straight, **kw))
+    out = tmp_path / "killed"
+    killed: dict = {}
+
+    def kill_rank1_after_a_checkpoint():
+        deadline = time.time() + 240
+        while time.time() < deadline and not killed:
+            rank1 = out / "ranks" / "rank1.json"
+            if _checkpoint_steps(out) and rank1.is_file():
+                killed["after"] = _checkpoint_steps(out)
+                os.kill(json.loads(rank1.read_text())["pid"], signal.SIGKILL)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_rank1_after_a_checkpoint, daemon=True)
+    killer.start()
+    result = run_training(_train_cfg(tiny_model_dir, out, ray={"max_failures": 1}, **kw))
+    killer.join(timeout=5)
+    assert killed, "no checkpoint was registered to kill after"
+    starts = [m for m in _metrics(out) if m.get("event") == "start"]
+    assert len(starts) == 2 and starts[0]["resumed_from"] is None, starts
+    assert starts[1]["resumed_from"] in killed["after"] and starts[1]["resumed_from"] >= 10, (starts, killed)
+    assert result["step"] == 40 and result["resumed_from"] == starts[1]["resumed_from"]
+
+    def late_loss(run):  # the same batches in the same order: resumed data position, same seed
+        losses = [m["loss"] for m in _metrics(run) if "loss" in m and m.get("step", 0) >= 30]
+        return sum(losses) / len(losses)
+
+    assert abs(late_loss(out) - late_loss(straight)) <= 0.1 * late_loss(straight), (late_loss(out), late_loss(straight))
+
+
 def test_local_checkpoints_are_committed_after_every_rank_wrote(tiny_model_dir, tmp_path):
     """Without Ray: a half-written checkpoint (no COMPLETE marker, as a kill inside a save leaves it)
     is never resumed from, and pruning keeps the newest complete ones."""
@@ -152,12 +193,14 @@ def test_local_checkpoints_are_committed_after_every_rank_wrote(tiny_model_dir, 
 
 
 @pytest.mark.slow
-def test_two_node_cluster_strict_spread(tiny_model_dir, tmp_path):
+def test_two_node_cluster_strict_spread_resumes_from_storage_alone(tiny_model_dir, tmp_path):
     """A two-node Ray cluster on this machine (ray.cluster_utils.Cluster): STRICT_SPREAD puts the
-    two DeepSpeed ranks on different nodes and they train together."""
-    out = tmp_path / "spread"
+    two DeepSpeed ranks on different nodes and they train together. Checkpoints go to a
+    `storage_path` (the stand-in for cloud storage); the job's own directory, everything a node wrote
+    locally, is then deleted, and the re-run resumes from the reported checkpoint alone."""
+    out, storage = tmp_path / "spread", tmp_path / "storage"
     script = f"""
-import json, ray
+import json, shutil, ray
 from ray.cluster_utils import Cluster
 cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
 cluster.add_node(num_cpus=1)
@@ -166,18 +209,29 @@ assert len([n for n in ray.nodes() if n["Alive"]]) == 2
 from genrm_rl.config import from_dict
 from genrm_rl.training.config import TrainConfig
 from genrm_rl.training.launch import run_training
-cfg = from_dict(TrainConfig, {{"objective": "genrm_direct", "model": {tiny_model_dir!r}, "output_dir": {str(out)!r},
-    "data": {{"task": "last_letter", "num_problems": 100}}, "max_steps": 8, "micro_batch_size": 8, "log_every": 2,
-    "tensorboard": False, "ray": {{"num_workers": 2, "cpus_per_worker": 0.5, "placement_strategy": "STRICT_SPREAD"}}}})
-print(json.dumps(run_training(cfg)))
+def cfg(steps):
+    return from_dict(TrainConfig, {{"objective": "genrm_direct", "model": {tiny_model_dir!r}, "output_dir": {str(out)!r},
+        "data": {{"task": "last_letter", "num_problems": 100}}, "max_steps": steps, "micro_batch_size": 8, "log_every": 2,
+        "checkpoint_every": 4, "tensorboard": False,
+        "ray": {{"num_workers": 2, "cpus_per_worker": 0.5, "placement_strategy": "STRICT_SPREAD",
+                 "storage_path": {str(storage)!r}}}}})
+first = run_training(cfg(8))
+ranks = [json.load(open(f"{str(out)}/ranks/rank{{r}}.json")) for r in (0, 1)]
+shutil.rmtree({str(out)!r})  # every node-local file of the first run is gone
+second = run_training(cfg(12))
+print("RESULT", json.dumps({{"first": first, "second": second, "ranks": ranks}}))
 ray.shutdown()
 cluster.shutdown()
 """
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=420)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    ranks = [json.loads(p.read_text()) for p in sorted((out / "ranks").glob("rank*.json"))]
-    assert len(ranks) == 2 and ranks[0]["node_id"] != ranks[1]["node_id"] and None not in [r["node_id"] for r in ranks]
-    assert [m for m in _metrics(out) if m.get("event") == "end"][-1]["step"] == 8
+    found = json.loads(proc.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    ranks = found["ranks"]
+    assert ranks[0]["node_id"] != ranks[1]["node_id"] and None not in [r["node_id"] for r in ranks]
+    assert found["first"]["step"] == 8 and found["second"]["resumed_from"] == 8 and found["second"]["step"] == 12
+    assert list(storage.glob("*/step-*")), "checkpoints were not written to storage_path"
+    assert not (out / "ray").exists() and (out / "model" / "model.safetensors").is_file()
+    assert [m for m in _metrics(out) if m.get("event") == "end"][-1]["step"] == 12
 
 
 @pytest.mark.slow

