@@ -159,6 +159,7 @@ class Pipeline:
         self.ledger: dict[str, float] = json.loads(self.ledger_file.read_text()) if self.ledger_file.is_file() else {}
         self.generator_checks: list[dict] = []
         self.policy: dict = {}
+        self.extending: set[str] = set()
 
     # ---- helpers ------------------------------------------------------------------------------
     def _stage(self, name: str, done: Path, fn):
@@ -168,7 +169,11 @@ class Pipeline:
         t0 = time.time()
         log.info("[%s] starting", name)
         fn()
-        self.timings[name] = self.ledger[name] = round(time.time() - t0, 1)
+        spent = round(time.time() - t0, 1)
+        if name in self.extending:  # a finished stage resumed for more steps: its cost is both runs
+            spent = round(spent + self.ledger.get(name, 0.0), 1)
+            self.extending.discard(name)
+        self.timings[name] = self.ledger[name] = spent
         self.ledger_file.write_text(json.dumps(self.ledger, indent=1))
         log.info("[%s] finished in %.1fs", name, self.timings[name])
 
@@ -271,6 +276,7 @@ class Pipeline:
                 break
             stage = dataclasses.replace(stage, max_steps=stage.max_steps + self.cfg.generator_extra_steps)
             (final / "config.json").unlink()  # re-run the stage, resuming
+            self.extending.add("train generator")
             log.info("generator below %.2f: resuming to %d steps", self.cfg.generator_min_accuracy, stage.max_steps)
         checks_file.write_text(json.dumps(self.generator_checks))
         return model

@@ -41,6 +41,12 @@ class RewardHTTP:
         self.cfg = from_dict(ServeConfig, serve_cfg)
         self.router = ray.get_actor(self.cfg.router_name, namespace=self.cfg.namespace)
         self.get_reward_parser = GetRewardParser.for_service(self.cfg)
+        # Backpressure at the edge: items this ingress has sent to the router and not yet answered. Past
+        # what the router may queue plus what its replicas may hold, a request is refused here, before
+        # an actor call, so an overloaded service still answers 503 in milliseconds.
+        self.inflight_items = 0
+        self.inflight_limit = (self.cfg.max_queued_items
+                               + self.cfg.num_replicas * self.cfg.max_inflight_per_replica * self.cfg.max_batch_size)
         self.routes = {("POST", "/score"): self.score, ("POST", "/get_reward"): self.get_reward,
                        ("GET", "/health"): self.health, ("GET", "/metrics"): self.metrics, ("GET", "/stats"): self.stats}
 
@@ -80,7 +86,16 @@ class RewardHTTP:
         return parse_json_body(bytes(body), self.cfg.max_body_bytes)
 
     async def _score(self, items, mode, k) -> list[dict]:
-        reply = await self.router.score.remote(items, mode, k)
+        if self.inflight_items + len(items) > self.inflight_limit:
+            self.router.count_rejected.remote()  # fire and forget: the metric, not the answer, needs the router
+            raise ServiceError(503, f"overloaded: {self.inflight_items} items in flight, {len(items)} more would pass "
+                                    f"{self.inflight_limit} (max_queued_items + what the replicas hold); retry later",
+                               retry_after=self.cfg.overload_retry_after_s)
+        self.inflight_items += len(items)
+        try:
+            reply = await self.router.score.remote(items, mode, k)
+        finally:
+            self.inflight_items -= len(items)
         if "error" in reply:
             raise ServiceError(reply["status"], reply["error"], reply.get("retry_after"))
         return reply["results"]

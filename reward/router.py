@@ -373,6 +373,11 @@ class RewardRouter:
                 "queued": len(self.pending), "inflight": [s.inflight for s in self.slots], "mode": self.vcfg.mode, "k": self.vcfg.k, "model": self.vcfg.model,
                 "revision": self.revision, "pid": os.getpid()}
 
+    def count_rejected(self) -> None:
+        """A request the HTTP front refused itself for overload (it never reached `score`)."""
+        self.metrics.inc("requests")
+        self.metrics.inc("rejected_overload")
+
     def get_metrics(self) -> dict:
         return {**self.metrics.snapshot(), **self.health(), "cache_entries": len(self.cache)}
 

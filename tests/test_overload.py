@@ -23,9 +23,9 @@ def _items(tag: str) -> list[dict]:
 
 @pytest.mark.slow
 def test_ten_times_capacity_for_30s_is_refused_fast_and_memory_stays_bounded(ray_session, tiny_model_dir):
-    """Offered load 10x the measured capacity, open loop: requests beyond `max_queued_items` get 503
-    with Retry-After at once, the queue never passes its bound, the router's memory stays flat, and
-    every accepted request is answered in full."""
+    """Offered load 10x the measured capacity, open loop: requests beyond what the service may hold get
+    503 with Retry-After at once (refused by the HTTP front, no actor call), the router's queue never
+    passes `max_queued_items`, its memory stays flat, and every accepted request is answered in full."""
     import psutil
     import ray
 
@@ -65,10 +65,14 @@ def test_ten_times_capacity_for_30s_is_refused_fast_and_memory_stays_bounded(ray
         rss_start = router.memory_info().rss
         records, queued, rss = [], [], []
 
+        local = threading.local()
+
         def send(i):
+            if not hasattr(local, "client"):  # keep-alive, as an RL trainer's client would
+                local.client = httpx.Client(timeout=120)
             t0 = time.monotonic()
             try:
-                r = httpx.post(url, json={"items": _items(f"load{i}")}, timeout=120)
+                r = local.client.post(url, json={"items": _items(f"load{i}")})
                 body = r.json()
                 records.append((r.status_code, time.monotonic() - t0, r.headers.get("retry-after"),
                                 len(body.get("results", [])), [x["score"] for x in body.get("results", [])]))
@@ -95,7 +99,7 @@ def test_ten_times_capacity_for_30s_is_refused_fast_and_memory_stays_bounded(ray
         assert len(refused) > len(accepted), (len(refused), len(accepted))  # most of a 10x load is refused
         assert all(r[2] == "1" for r in refused)
         refused_p95 = sorted(r[1] for r in refused)[int(0.95 * len(refused))]
-        assert refused_p95 < 1.0, refused_p95
+        assert refused_p95 < 1.0, (refused_p95, len(refused), len(accepted))
         assert max(queued) <= queue_bound, queued
         growth_mb = (max(rss) - rss_start) / 2**20
         assert growth_mb < 64, growth_mb

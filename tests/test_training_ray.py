@@ -169,6 +169,22 @@ def test_killed_worker_is_restarted_and_continues_from_the_last_checkpoint(ray_s
     assert abs(late_loss(out) - late_loss(straight)) <= 0.1 * late_loss(straight), (late_loss(out), late_loss(straight))
 
 
+def test_rerunning_a_finished_job_keeps_its_checkpoint(ray_session, tiny_model_dir, tmp_path):
+    """Running a finished job again (twice) trains nothing, reports no duplicate checkpoint (two
+    entries naming one directory let retention delete it, so the third run found a corrupted run)
+    and still resumes from the same step."""
+    from genrm_rl.training.launch import run_training
+
+    out = tmp_path / "again"
+    cfg = _train_cfg(tiny_model_dir, out, max_steps=10, checkpoint_every=5, keep_checkpoints=2, tensorboard=False,
+                     ray={"num_workers": 1, "cpus_per_worker": 1})
+    assert run_training(cfg)["step"] == 10
+    for _ in range(2):
+        again = run_training(cfg)
+        assert again["step"] == 10 and again["resumed_from"] == 10
+        assert 10 in _checkpoint_steps(out) and list((out / "ray").glob("*/step-000000010*"))
+
+
 def test_local_checkpoints_are_committed_after_every_rank_wrote(tiny_model_dir, tmp_path):
     """Without Ray: a half-written checkpoint (no COMPLETE marker, as a kill inside a save leaves it)
     is never resumed from, and pruning keeps the newest complete ones."""

@@ -47,6 +47,8 @@ class Checkpointer:
     def __init__(self, output_dir: str | Path, keep: int, rank: int, under_ray: bool):
         self.dir = Path(output_dir) / "checkpoints"
         self.keep, self.rank, self.under_ray = max(1, keep), rank, under_ray
+        self.restored_name: str | None = None
+        """Directory name of the Ray checkpoint this run resumed from."""
 
     # ---- restore -----------------------------------------------------------------------------
     def restore(self, engine) -> dict | None:
@@ -57,6 +59,7 @@ class Checkpointer:
             checkpoint = ray.train.get_checkpoint()
             if checkpoint is None:
                 return None
+            self.restored_name = Path(checkpoint.path).name
             with checkpoint.as_directory() as path:
                 if not (Path(path) / TAG).is_dir():
                     return None
@@ -73,7 +76,7 @@ class Checkpointer:
         return max(done, key=lambda p: int(p.name[5:])) if done else None
 
     # ---- save --------------------------------------------------------------------------------
-    def save(self, engine, position: dict, metrics: dict, extra=None) -> None:
+    def save(self, engine, position: dict, metrics: dict, extra=None, name: str | None = None) -> None:
         """Write a checkpoint of `engine` at `position` ({"step", "epoch", "micro"}). `extra(dir)`, if
         given, adds files on rank 0 (the final HF export) so they travel with the checkpoint."""
         step = position["step"]
@@ -86,7 +89,7 @@ class Checkpointer:
                     extra(Path(tmp))
                 _pause_for_tests()
                 ray.train.report({"step": step, **metrics}, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                                 checkpoint_dir_name=f"step-{step:09d}")
+                                 checkpoint_dir_name=name or f"step-{step:09d}")
             return
         partial, final = self.dir / f".step-{step}.partial", self.dir / f"step-{step}"
         if self.rank == 0:

@@ -273,6 +273,15 @@ def train_worker(payload: dict) -> dict:
     return result
 
 
+def rerun_name(restored: str | None) -> str | None:
+    """`step-000000010` -> `step-000000010-r1` -> `step-000000010-r2`: the checkpoint name of a re-run
+    that resumed at its final step (every rank restored the same checkpoint, so all agree)."""
+    if not restored:
+        return None
+    base, sep, n = restored.rpartition("-r")
+    return f"{base}-r{int(n) + 1}" if sep and n.isdigit() else f"{restored}-r1"
+
+
 def _finish(engine, cfg, tokenizer, checkpointer, position: dict, result: dict, resumed_from, rank: int) -> None:
     """Export the model and checkpoint the final step, so a later run with a larger max_steps
     continues from here. Under Ray the export also travels inside the final checkpoint: the driver
@@ -289,8 +298,13 @@ def _finish(engine, cfg, tokenizer, checkpointer, position: dict, result: dict, 
                     shutil.copytree(export, out / "model.tmp", dirs_exist_ok=True)
                     shutil.rmtree(out / "model", ignore_errors=True)
                     (out / "model.tmp").rename(out / "model")
+            # A re-run of a finished job trains nothing and reports its final checkpoint again. Under
+            # the restored checkpoint's own name, two entries would name one directory and retention
+            # would delete it while the newer entry still pointed at it (the next run found a corrupted
+            # run: measured, re-running twice); a re-run therefore gets a name of its own.
+            name = rerun_name(checkpointer.restored_name) if resumed_from == position["step"] else None
             checkpointer.save(engine, dict(position), {"final": True, **result},
-                              extra=(lambda d: shutil.copytree(export, d / "model")) if cfg.export else None)
+                              extra=(lambda d: shutil.copytree(export, d / "model")) if cfg.export else None, name=name)
         return
     if cfg.checkpoint_every and resumed_from != position["step"]:
         checkpointer.save(engine, dict(position), {})
