@@ -55,6 +55,8 @@ class VerifierConfig:
     k_min: int = option(4, help="adaptive K: rationales every item gets")
     k_round: int = option(4, help="adaptive K: rationales per round")
     adaptive_z: float = option(2.0, help="adaptive K: interval half-width in standard errors of the mean vote")
+    adaptive_tol: float = option(0.25, help="adaptive K, rank rule: two candidates whose intervals together span at most "
+                                            "this are tied (their order does not need more rationales)")
     temperature: float = option(1.0, help="CoT: sampling temperature for rationales")
     top_p: float = option(1.0, help="CoT: nucleus sampling mass")
     max_new_tokens: int = option(512, help="CoT: longest rationale in tokens before the verdict is forced")
@@ -78,9 +80,9 @@ class VerifierConfig:
         check_choice(self.mode, MODE_FAMILY, "verifier mode")
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
-        if self.k_min < 1 or self.k_round < 1 or self.adaptive_z <= 0:
-            raise ValueError(f"need k_min >= 1, k_round >= 1 and adaptive_z > 0, got {self.k_min}, {self.k_round}, "
-                             f"{self.adaptive_z}")
+        if self.k_min < 1 or self.k_round < 1 or self.adaptive_z <= 0 or self.adaptive_tol < 0:
+            raise ValueError(f"need k_min >= 1, k_round >= 1, adaptive_z > 0 and adaptive_tol >= 0, got {self.k_min}, "
+                             f"{self.k_round}, {self.adaptive_z}, {self.adaptive_tol}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_new_tokens < 1:
@@ -215,7 +217,7 @@ class GenerativeVerifier:
 
         def decide(samples):
             votes = [[s.p_yes for s in group] for group in samples]
-            return adaptive_stops(votes, groups, cfg.adaptive, min(cfg.k_min, k), k, cfg.adaptive_z)
+            return adaptive_stops(votes, groups, cfg.adaptive, min(cfg.k_min, k), k, cfg.adaptive_z, tol=cfg.adaptive_tol)
 
         return self.backend.verdict_rounds(prompts, k, cfg.k_round, cfg.temperature, cfg.top_p, cfg.max_new_tokens,
                                            cfg.seed, decide)

@@ -190,6 +190,9 @@ def test_adaptive_stops_rules():
     low = [0.05] * 4
     assert adaptive_stops([sure, low], [0, 0], "rank", k_min=4, k_max=8) == [True, True]
     assert adaptive_stops([sure, [0.93] * 4], [0, 0], "rank", k_min=4, k_max=8) == [False, False]
+    # ... unless they are tied within the tolerance: both intervals together span 0.22
+    assert adaptive_stops([sure, [0.93] * 4], [0, 0], "rank", k_min=4, k_max=8, tol=0.25) == [True, True]
+    assert adaptive_stops([sure, [0.8] * 4], [0, 0], "rank", k_min=4, k_max=8, tol=0.25) == [False, False]
     assert adaptive_stops([sure, [0.93] * 4], [0, 1], "rank", k_min=4, k_max=8) == [True, True]
     assert adaptive_stops([sure, list(sure)], [0, 0], "rank", k_min=4, k_max=8) == [True, True]  # duplicates
     assert adaptive_stops([torn], [0], "none", k_min=1, k_max=8) == [False]
