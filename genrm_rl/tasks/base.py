@@ -123,10 +123,10 @@ class Task:
         expected one, copying the solution was the cheapest fit; with every step graded against the
         solution's, the 0.57 M verifier derived its steps well but did not learn to compare aligned
         steps (its verdicts matched the program's on 36-60% of rationales). Here the verdict agrees with
-        the answer checker by construction (the paper's labels), but measured on the 0.57 M verifier the
-        final comparison is not learned either (the verdict follows the two written answers on 52% of
-        sampled rationales, runs Q0 and L4 in docs/experiments.md); the format is kept until one that
-        is learned replaces it."""
+        the answer checker by construction (the paper's labels), but on last-letter the 0.57 M verifier
+        did not learn the final comparison of two whole answers (52%, runs Q0 and L4 in
+        docs/experiments.md), so `LastLetterTask` overrides this with letter-by-letter rows; word
+        sorting still uses this format, not yet re-measured."""
         items = self.items(problem.question)
         derived = [_norm(x) for x in self.steps(items)[:-1]]
         answer = self.extract_answer(solution)

@@ -29,7 +29,7 @@ class TrainDataConfig:
     foreign_negatives_per_problem: int = option(
         0, help="wrong candidates per problem that are another problem's correct solution (same length): their "
                 "letters disagree with the question almost everywhere, so a verifier that copies the solution "
-                "instead of reading the question is wrong on every step (docs/experiments.md, S5)")
+                "instead of reading the question is wrong on every step (docs/experiments.md, T2)")
     candidates_files: list[str] = option([], help="extra candidates JSONL files (e.g. generator samples)")
     released_files: list[str] = option([], help="genrm-critiques .zip / data_collection .jsonl.gz files")
     released_limit: int = option(0, help="use at most this many released examples (0 = all)")
@@ -91,16 +91,19 @@ def _labelled_candidates(cfg: TrainDataConfig) -> tuple[list[tuple[str, str, boo
     if task is not None and cfg.num_problems:
         problems = [p for p in task.make_problems(cfg.split, cfg.num_problems, cfg.seed) if p.question not in held_out]
         stats.excluded += cfg.num_problems - len(problems)  # evaluation problems never leak into training
+        lengths = [len(task.items(p.question)) for p in problems] if cfg.foreign_negatives_per_problem else []
         by_length: dict[int, list] = {}
-        for problem in problems:
-            by_length.setdefault(len(task.items(problem.question)), []).append(problem)
-        for problem in problems:
+        for problem, length in zip(problems, lengths, strict=False):
+            by_length.setdefault(length, []).append(problem)
+        for i, problem in enumerate(problems):
             good = task.solve(problem)
             out.append((problem.question, good, True, task.rationale(problem, good).text))
             for _ in range(cfg.negatives_per_problem):
                 bad, _step = task.corrupt(problem, rng)
                 out.append((problem.question, bad, False, task.rationale(problem, bad).text))
-            peers = [p for p in by_length[len(task.items(problem.question))] if p.target != problem.target]
+            if not cfg.foreign_negatives_per_problem:
+                continue
+            peers = [p for p in by_length[lengths[i]] if p.target != problem.target]
             for _ in range(cfg.foreign_negatives_per_problem if peers else 0):
                 other = task.solve(peers[rng.randrange(len(peers))])
                 out.append((problem.question, other, False, task.rationale(problem, other).text))
