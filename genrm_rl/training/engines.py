@@ -18,8 +18,12 @@ def enable_zero3_init(cfg, ds_config) -> bool:
     """Under ZeRO-3, make transformers' `from_pretrained` partition each layer as it is built."""
     if cfg.engine != "deepspeed" or cfg.deepspeed.zero_stage != 3:
         return False
+    import deepspeed
     from transformers.integrations import HfDeepSpeedConfig
 
+    # DeepSpeed's own comm layer must wrap the process group first: otherwise its config sees a
+    # world of 1 and rejects the batch size (train_batch_size 16 != 8 * 1 * 1; measured, 2 ranks).
+    deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
     _DS_CONFIGS.append(HfDeepSpeedConfig(ds_config))
     return True
 

@@ -245,6 +245,7 @@ def train_worker(payload: dict) -> dict:
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
     enable_zero3_init(cfg, payload["ds_config"])
     model = _load_model(cfg, tokenizer, device)
+    _record_rank(out, rank, world, device, **_params_held(model))
     batches_per_epoch = len(epoch_shard(len(train), 0, cfg.seed, rank, world, cfg.micro_batch_size))
     total_steps = cfg.max_steps or max(1, batches_per_epoch // cfg.grad_accum) * cfg.epochs
     engine = build_engine(model, cfg, payload["ds_config"], total_steps, world, on_gpu)
@@ -312,8 +313,17 @@ def _finish(engine, cfg, tokenizer, checkpointer, position: dict, result: dict, 
         _export(engine, cfg, tokenizer, out / "model", rank)
 
 
-def _record_rank(out: Path, rank: int, world: int, device) -> None:
-    """Where each rank ran (node, host, pid): placement is checked, not assumed."""
+def _params_held(model) -> dict:
+    """What one rank holds right after `from_pretrained`: whole tensors, and ZeRO-3 partitions (a
+    parameter built under partitioned init is an empty tensor plus this rank's `ds_tensor` slice)."""
+    params = list(model.parameters())
+    return {"params_total": sum(getattr(p, "ds_numel", p.numel()) for p in params),
+            "params_whole_at_load": sum(p.numel() for p in params),
+            "params_partition_at_load": sum(p.ds_tensor.numel() for p in params if hasattr(p, "ds_tensor"))}
+
+
+def _record_rank(out: Path, rank: int, world: int, device, **extra) -> None:
+    """Where each rank ran (node, host, pid) and what it held: placement is checked, not assumed."""
     import socket
 
     node_id = None
@@ -327,4 +337,4 @@ def _record_rank(out: Path, rank: int, world: int, device) -> None:
     (out / "ranks").mkdir(parents=True, exist_ok=True)
     (out / "ranks" / f"rank{rank}.json").write_text(json.dumps(
         {"rank": rank, "world_size": world, "node_id": node_id, "host": socket.gethostname(), "pid": os.getpid(),
-         "device": str(device)}))
+         "device": str(device), **extra}))
