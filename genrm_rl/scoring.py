@@ -82,6 +82,9 @@ def adaptive_stops(votes: Sequence[Sequence[float]], groups: Sequence[int], rule
       so its place in the group's ranking is decided; two items whose intervals together span at most
       `tol` are tied, their order within the tolerance (without it, a group's candidates that share an
       answer, all near p(Yes) = 1, never separate: measured, 99% of fixed-K's rationales);
+    - "top": Best-of-N needs only its group's best: an item stops once another item's interval lies
+      wholly above its own (it cannot be picked), or once it is above or tied (`tol`) with every other
+      item (it is the pick, or as good as the pick);
     - "none": only at k_max.
     An item stops at k_max whatever the rule, and never before k_min."""
     n = [len(v) for v in votes]
@@ -96,13 +99,17 @@ def adaptive_stops(votes: Sequence[Sequence[float]], groups: Sequence[int], rule
             stop.append(False)
         elif rule == "mean":
             stop.append(lo > 0.5 or hi < 0.5)
-        elif rule == "rank":
+        elif rule in ("rank", "top"):
             # an identical candidate draws identical votes (seeded by its text): it is the same item
             others = [bounds[j] for j in range(len(votes)) if groups[j] == groups[i] and votes[j] != votes[i]]
-            stop.append(all(hi < o_lo or lo > o_hi or max(hi, o_hi) - min(lo, o_lo) <= tol
-                            for _, o_lo, o_hi in others))
+            if rule == "rank":
+                stop.append(all(hi < o_lo or lo > o_hi or max(hi, o_hi) - min(lo, o_lo) <= tol
+                                for _, o_lo, o_hi in others))
+            else:
+                beaten = any(hi < o_lo for _, o_lo, _ in others)
+                stop.append(beaten or all(lo > o_hi or max(hi, o_hi) - min(lo, o_lo) <= tol for _, o_lo, o_hi in others))
         else:
-            raise ValueError(f"adaptive rule must be none, mean or rank, got {rule!r}")
+            raise ValueError(f"adaptive rule must be none, mean, rank or top, got {rule!r}")
     return stop
 
 

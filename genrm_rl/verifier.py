@@ -48,14 +48,15 @@ class VerifierConfig:
     mode: str = option("cot", help="direct (GenRM), cot (GenRM-CoT), orm (scalar-head ORM) or dpo (a DPO-trained "
                                    "model's implicit reward); see genrm_rl.kinds")
     k: int = option(8, help="CoT: rationales sampled per item (K=32 in the paper); with `adaptive`, the most")
-    adaptive: Literal["none", "mean", "rank"] = option(
+    adaptive: Literal["none", "mean", "rank", "top"] = option(
         "none", help="CoT adaptive K: sample k_round rationales at a time and stop an item once its mean p(Yes) is "
                      "decided (mean: its interval is on one side of 0.5; rank: it no longer overlaps another "
-                     "candidate for the same question, as in a Best-of-N set or a GRPO group)")
+                     "candidate for the same question, as in a GRPO group; top: it can no longer change which "
+                     "candidate of its question scores highest, all Best-of-N needs)")
     k_min: int = option(4, help="adaptive K: rationales every item gets")
     k_round: int = option(4, help="adaptive K: rationales per round")
     adaptive_z: float = option(2.0, help="adaptive K: interval half-width in standard errors of the mean vote")
-    adaptive_tol: float = option(0.25, help="adaptive K, rank rule: two candidates whose intervals together span at most "
+    adaptive_tol: float = option(0.25, help="adaptive K, rank and top rules: two candidates whose intervals together span at most "
                                             "this are tied (their order does not need more rationales)")
     temperature: float = option(1.0, help="CoT: sampling temperature for rationales")
     top_p: float = option(1.0, help="CoT: nucleus sampling mass")

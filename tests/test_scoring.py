@@ -196,6 +196,13 @@ def test_adaptive_stops_rules():
     assert adaptive_stops([sure, [0.93] * 4], [0, 1], "rank", k_min=4, k_max=8) == [True, True]
     assert adaptive_stops([sure, list(sure)], [0, 0], "rank", k_min=4, k_max=8) == [True, True]  # duplicates
     assert adaptive_stops([torn], [0], "none", k_min=1, k_max=8) == [False]
+    # top: only the group's best matters. The low item is beaten by the sure one; the torn item (0.5 +- 0.37)
+    # is neither beaten by the sure one nor above it, so it goes on; with it gone, two close low items
+    # below a sure one both stop although their own order is open
+    assert adaptive_stops([sure, low, torn], [0, 0, 0], "top", k_min=4, k_max=8) == [False, True, False]
+    assert adaptive_stops([sure, low, [0.12] * 4], [0, 0, 0], "top", k_min=4, k_max=8) == [True, True, True]
+    assert adaptive_stops([sure, low, [0.12] * 4], [0, 0, 0], "rank", k_min=4, k_max=8) == [True, False, False]
+    assert adaptive_stops([sure, [0.93] * 4], [0, 0], "top", k_min=4, k_max=8, tol=0.25) == [True, True]
 
 
 def test_adaptive_k_votes_are_a_prefix_of_fixed_k(trained_verifier_dir):

@@ -7,7 +7,7 @@
              one item per request) vs. the verifier called directly with the same batch size and
              torch threads (all cores, and 1 so the service's own processes have a core);
              verifications/s and p50/p99 request latency.
-3. adaptive: GenRM-CoT with adaptive K (rank rule, K_max = adaptive_k) vs fixed K = adaptive_k on
+3. adaptive: GenRM-CoT with adaptive K (rank, top and mean rules, K_max = adaptive_k) vs fixed K = adaptive_k on
              the reproduction's held-out candidates: rationale tokens per item, verifications/s and
              Best-of-16 with its bootstrap interval, both from the same run.
 4. soak:     soak_requests distinct one-item requests through the HTTP service (direct GenRM, 8
@@ -305,7 +305,7 @@ def bench_adaptive(cfg: BenchConfig) -> dict:
     n = min(len(v) for v in by_problem.values())
     items = [(c.question, c.solution) for c in cands]
     rows = {}
-    for name, rule in (("fixed", "none"), ("adaptive_rank", "rank"), ("adaptive_mean", "mean")):
+    for name, rule in (("fixed", "none"), ("adaptive_rank", "rank"), ("adaptive_top", "top"), ("adaptive_mean", "mean")):
         v = GenerativeVerifier(VerifierConfig(
             model=cfg.model, mode="cot", k=cfg.adaptive_k, adaptive=rule, k_min=cfg.adaptive_k_min,
             k_round=cfg.adaptive_k_round, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, device="cpu",
@@ -332,7 +332,7 @@ def bench_adaptive(cfg: BenchConfig) -> dict:
             "within_problem": wins / pairs if pairs else None, "_per_problem": per_problem,
         }
     fixed = rows["fixed"]
-    for name in ("adaptive_rank", "adaptive_mean"):
+    for name in ("adaptive_rank", "adaptive_top", "adaptive_mean"):
         row = rows[name]
         row["token_fraction_of_fixed"] = row["rationale_tokens_per_item"] / fixed["rationale_tokens_per_item"]
         row["best_of_n_minus_fixed"] = row[f"best_of_{n}"] - fixed[f"best_of_{n}"]
@@ -479,7 +479,7 @@ def markdown(r: dict) -> str:
                   f"({a['problems']} problems x {n} candidates); Best-of-{n} with its bootstrap 90% interval.", "",
                   f"| GenRM-CoT | rationales/item | rationale tokens/item | of fixed | verif/s | Best-of-{n} | "
                   "minus fixed [90% CI] | within-problem |", "|---|---|---|---|---|---|---|---|"]
-        for name in ("fixed", "adaptive_rank", "adaptive_mean"):
+        for name in ("fixed", "adaptive_rank", "adaptive_top", "adaptive_mean"):
             s = a[name]
             frac = f"**{100 * s['token_fraction_of_fixed']:.0f}%**" if "token_fraction_of_fixed" in s else "100%"
             diff = (f"{s['best_of_n_minus_fixed']:+.1f} [{s['best_of_n_minus_fixed_ci90'][0]:+.1f}, "
