@@ -102,12 +102,12 @@ def adaptive_stops(votes: Sequence[Sequence[float]], groups: Sequence[int], rule
         elif rule in ("rank", "top"):
             # an identical candidate draws identical votes (seeded by its text): it is the same item
             others = [bounds[j] for j in range(len(votes)) if groups[j] == groups[i] and votes[j] != votes[i]]
-            if rule == "rank":
-                stop.append(all(hi < o_lo or lo > o_hi or max(hi, o_hi) - min(lo, o_lo) <= tol
-                                for _, o_lo, o_hi in others))
-            else:
-                beaten = any(hi < o_lo for _, o_lo, _ in others)
-                stop.append(beaten or all(lo > o_hi or max(hi, o_hi) - min(lo, o_lo) <= tol for _, o_lo, o_hi in others))
+            below = [hi < o_lo for _, o_lo, _ in others]
+            above_or_tied = [lo > o_hi or max(hi, o_hi) - min(lo, o_lo) <= tol for _, o_lo, o_hi in others]
+            if rule == "rank":  # below, above or tied with each other item
+                stop.append(all(b or a for b, a in zip(below, above_or_tied, strict=True)))
+            else:  # beaten by some item, or above or tied with all
+                stop.append(any(below) or all(above_or_tied))
         else:
             raise ValueError(f"adaptive rule must be none, mean, rank or top, got {rule!r}")
     return stop

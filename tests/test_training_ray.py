@@ -1,6 +1,7 @@
 """Training through the real stack: DeepSpeed ZeRO-2 ranks started by Ray Train on CPU (gloo)."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -73,18 +74,11 @@ def test_zero3_ranks_never_hold_the_whole_model_and_resume(ray_session, tiny_mod
     losses = [m["loss"] for m in _metrics(out) if "loss" in m]
     assert all(loss == loss for loss in losses) and losses[-1] < losses[0], losses
     with safe_open(str(out / "model" / "model.safetensors"), "pt") as f:
-        exported = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118 (safe_open is not iterable)
+        exported = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118 (safe_open is not iterable)
     assert exported >= total * 0.9  # whole tensors (tied embeddings may be stored once)
     again = run_training(_train_cfg(tiny_model_dir, out, max_steps=14, checkpoint_every=10, tensorboard=False,
                                     deepspeed={"zero_stage": 3}))
     assert again["resumed_from"] == 10 and again["step"] == 14
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def test_orm_baseline_trains_on_ray(ray_session, tiny_model_dir, tmp_path):

@@ -91,10 +91,11 @@ def _labelled_candidates(cfg: TrainDataConfig) -> tuple[list[tuple[str, str, boo
     if task is not None and cfg.num_problems:
         problems = [p for p in task.make_problems(cfg.split, cfg.num_problems, cfg.seed) if p.question not in held_out]
         stats.excluded += cfg.num_problems - len(problems)  # evaluation problems never leak into training
-        lengths = [len(task.items(p.question)) for p in problems] if cfg.foreign_negatives_per_problem else []
-        by_length: dict[int, list] = {}
-        for problem, length in zip(problems, lengths, strict=False):
-            by_length.setdefault(length, []).append(problem)
+        lengths, by_length = [], {}
+        if cfg.foreign_negatives_per_problem:
+            lengths = [len(task.items(p.question)) for p in problems]
+            for problem, length in zip(problems, lengths, strict=True):
+                by_length.setdefault(length, []).append(problem)
         for i, problem in enumerate(problems):
             good = task.solve(problem)
             out.append((problem.question, good, True, task.rationale(problem, good).text))

@@ -241,7 +241,6 @@ def train_worker(payload: dict) -> dict:
         train, val = ray.get(train), ray.get(val)
     rank, world, device, on_gpu = _setup_rank(cfg)
     out = Path(cfg.output_dir)
-    _record_rank(out, rank, world, device)
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
     enable_zero3_init(cfg, payload["ds_config"])
     model = _load_model(cfg, tokenizer, device)

@@ -291,6 +291,9 @@ def bench_service(cfg: BenchConfig, pairs) -> dict:
 
 
 # ---- 3. adaptive K ---------------------------------------------------------------------------------
+ADAPTIVE_RULES = (("fixed", "none"), ("adaptive_rank", "rank"), ("adaptive_top", "top"), ("adaptive_mean", "mean"))
+
+
 def bench_adaptive(cfg: BenchConfig) -> dict:
     """Fixed K vs adaptive K on the same candidates with the same seeds: the adaptive run's votes are
     a prefix of the fixed run's, so the difference in Best-of-16 is only where it stopped early."""
@@ -305,7 +308,7 @@ def bench_adaptive(cfg: BenchConfig) -> dict:
     n = min(len(v) for v in by_problem.values())
     items = [(c.question, c.solution) for c in cands]
     rows = {}
-    for name, rule in (("fixed", "none"), ("adaptive_rank", "rank"), ("adaptive_top", "top"), ("adaptive_mean", "mean")):
+    for name, rule in ADAPTIVE_RULES:
         v = GenerativeVerifier(VerifierConfig(
             model=cfg.model, mode="cot", k=cfg.adaptive_k, adaptive=rule, k_min=cfg.adaptive_k_min,
             k_round=cfg.adaptive_k_round, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, device="cpu",
@@ -332,7 +335,7 @@ def bench_adaptive(cfg: BenchConfig) -> dict:
             "within_problem": wins / pairs if pairs else None, "_per_problem": per_problem,
         }
     fixed = rows["fixed"]
-    for name in ("adaptive_rank", "adaptive_top", "adaptive_mean"):
+    for name, _rule in ADAPTIVE_RULES[1:]:
         row = rows[name]
         row["token_fraction_of_fixed"] = row["rationale_tokens_per_item"] / fixed["rationale_tokens_per_item"]
         row["best_of_n_minus_fixed"] = row[f"best_of_{n}"] - fixed[f"best_of_{n}"]
@@ -479,7 +482,7 @@ def markdown(r: dict) -> str:
                   f"({a['problems']} problems x {n} candidates); Best-of-{n} with its bootstrap 90% interval.", "",
                   f"| GenRM-CoT | rationales/item | rationale tokens/item | of fixed | verif/s | Best-of-{n} | "
                   "minus fixed [90% CI] | within-problem |", "|---|---|---|---|---|---|---|---|"]
-        for name in ("fixed", "adaptive_rank", "adaptive_top", "adaptive_mean"):
+        for name, _rule in ADAPTIVE_RULES:
             s = a[name]
             frac = f"**{100 * s['token_fraction_of_fixed']:.0f}%**" if "token_fraction_of_fixed" in s else "100%"
             diff = (f"{s['best_of_n_minus_fixed']:+.1f} [{s['best_of_n_minus_fixed_ci90'][0]:+.1f}, "
