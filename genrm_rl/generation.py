@@ -71,16 +71,33 @@ def label_candidates(problems: Sequence[Problem], solutions: Sequence[Sequence[s
     return out
 
 
-def greedy_accuracy(model, tokenizer, problems, fmt, max_new_tokens: int, batch_size: int = 32) -> float:
-    """Fraction of `problems` a model in memory solves with greedy decoding (its task's checker)."""
+def solve_rates(model, tokenizer, problems, fmt, max_new_tokens: int, n: int = 1, temperature: float = 0.0,
+                seed: int = 0, batch_size: int = 32) -> list[float]:
+    """Per problem, the fraction of `n` completions that a model in memory gets right (its task's
+    checker); temperature 0 decodes greedily (then n = 1). Sampled accuracy is what RL and Best-of-N act
+    on: a policy can be right greedily on every problem and still wrong in most of its samples."""
     from genrm_rl.backends.hf import TransformersBackend
     from genrm_rl.modeling import encode
 
+    if temperature <= 0:
+        n = 1
     was_training = model.training
     model.eval()
     backend = TransformersBackend.from_model(model, tokenizer, batch_size)
     prompts = encode(tokenizer, [fmt.generation(p.question) for p in problems])
-    texts = [tokenizer.decode(ids[0], skip_special_tokens=True)
-             for ids in backend.sample(prompts, 1, 0.0, 1.0, max_new_tokens, 0)]
+    samples = backend.sample(prompts, n, temperature, 1.0, max_new_tokens, seed)
     model.train(was_training)
-    return sum(get_task(p.task).is_correct(p, t) for p, t in zip(problems, texts, strict=True)) / max(len(problems), 1)
+    return [sum(get_task(p.task).is_correct(p, tokenizer.decode(ids, skip_special_tokens=True)) for ids in rows) / n
+            for p, rows in zip(problems, samples, strict=True)]
+
+
+def accuracy(model, tokenizer, problems, fmt, max_new_tokens: int, n: int = 1, temperature: float = 0.0,
+             seed: int = 0, batch_size: int = 32) -> float:
+    """Mean of `solve_rates` over the problems."""
+    rates = solve_rates(model, tokenizer, problems, fmt, max_new_tokens, n, temperature, seed, batch_size)
+    return sum(rates) / max(len(rates), 1)
+
+
+def greedy_accuracy(model, tokenizer, problems, fmt, max_new_tokens: int, batch_size: int = 32) -> float:
+    """Fraction of `problems` a model in memory solves with greedy decoding."""
+    return accuracy(model, tokenizer, problems, fmt, max_new_tokens, batch_size=batch_size)

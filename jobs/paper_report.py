@@ -210,6 +210,38 @@ def _pm(x) -> str:
     return "-" if x is None else f"{x['mean']:.1f} ± {x['sd']:.1f}"
 
 
+def plot_aggregate(entry: dict, seeds: list[int], path: Path) -> None:
+    """Best-of-N mean over seeds with a ±sd band per verifier; the baselines at N = n_max."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = entry["n"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, v in entry["verifiers"].items():
+        mean = [x["mean"] for x in v["best_of_n"]]
+        sd = [x["sd"] for x in v["best_of_n"]]
+        (line,) = ax.plot(ns, mean, marker="o", label=name)
+        ax.fill_between(ns, [m - d for m, d in zip(mean, sd, strict=True)], [m + d for m, d in zip(mean, sd, strict=True)],
+                        color=line.get_color(), alpha=0.12)
+    for shift, (key, label, style) in enumerate((("self_consistency", "majority voting", "s"),
+                                                 ("pass_at_n", "Pass@N (oracle)", "^"), ("first_sample", "first sample", "x"))):
+        if entry.get(key):  # side by side just right of N = n_max, so the error bars do not overlap
+            ax.errorbar([ns[-1] * (1.06 + 0.06 * shift)], [entry[key]["mean"]], yerr=[entry[key]["sd"]], fmt=style, color="black",
+                        capsize=3, label=f"{label}, N={ns[-1]}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlabel("N (candidates per problem)")
+    ax.set_ylabel("% problems solved")
+    ax.set_title(f"{entry['title']}\nBest-of-N, mean ± sd over seeds {seeds}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_aggregate(agg: dict, path: Path) -> None:
     lines = [f"# GenRM reproduction over seeds {agg['seeds']} (mean ± sd)", "",
              "Stage minutes per seed: " + ", ".join(f"{m}" for m in agg["stage_minutes"]), "",

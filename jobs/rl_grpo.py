@@ -54,7 +54,9 @@ class RLConfig:
     train_split: str = option("train", help="split of the training prompts")
     num_train_problems: int = option(512, help="training prompts")
     eval_split: str = option("test", help="split for held-out ground-truth accuracy")
-    num_eval_problems: int = option(64, help="held-out problems (greedy decoding) before/after")
+    num_eval_problems: int = option(64, help="held-out problems, evaluated before and after training")
+    eval_samples: int = option(8, help="samples per held-out problem (at `temperature`) for the sampled accuracy, "
+                                       "besides the greedy one; 0 = greedy only")
     seed: int = option(0, help="seed")
     prompt_format: Literal["released", "compact", "chat"] = option("compact", help="prompt layout")
     trainer: Literal["grpo", "rloo"] = option("grpo", help="TRL trainer")
@@ -82,6 +84,8 @@ class RLConfig:
             raise ValueError("reward.weight and reward.rule_weight are both 0: nothing to optimise")
         if self.reward.weight > 0 and not (self.reward.url or self.reward.connect_router or self.reward.verifier.model):
             raise ValueError("GenRM reward needs reward.url, reward.connect_router or reward.verifier.model")
+        if self.eval_samples < 0:
+            raise ValueError(f"eval_samples must be >= 0, got {self.eval_samples}")
         if self.num_generations < 2:
             raise ValueError("num_generations must be >= 2 (advantages are relative within a group)")
 
@@ -153,7 +157,8 @@ def run_rl(cfg: RLConfig, service=None) -> dict:
     import torch
     from datasets import Dataset
 
-    from genrm_rl.generation import greedy_accuracy
+    from genrm_rl.bon import bootstrap_ci
+    from genrm_rl.generation import accuracy, solve_rates
     from genrm_rl.modeling import load_causal_lm, load_tokenizer
     from genrm_rl.prompts import get_prompt_format
     from genrm_rl.tasks import get_task
@@ -172,8 +177,18 @@ def run_rl(cfg: RLConfig, service=None) -> dict:
     tokenizer = load_tokenizer(cfg.policy, padding_side="left")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     policy = load_causal_lm(cfg.policy, device, "float32" if device == "cpu" else "auto")
-    acc_before = greedy_accuracy(policy, tokenizer, eval_problems, fmt, cfg.max_completion_length)
-    log.info("held-out %s accuracy before RL: %.3f", cfg.eval_split, acc_before)
+
+    def evaluate(model, when: str) -> dict:
+        got = {"greedy": accuracy(model, tokenizer, eval_problems, fmt, cfg.max_completion_length)}
+        if cfg.eval_samples:
+            got["sampled_rates"] = solve_rates(model, tokenizer, eval_problems, fmt, cfg.max_completion_length,
+                                               n=cfg.eval_samples, temperature=cfg.temperature, seed=cfg.seed + 2)
+            got["sampled"] = sum(got["sampled_rates"]) / len(eval_problems)
+        log.info("held-out %s accuracy %s RL: greedy %.3f%s", cfg.eval_split, when, got["greedy"],
+                 f", sampled {got['sampled']:.3f}" if "sampled" in got else "")
+        return got
+
+    acc_before = evaluate(policy, "before")
 
     genrm, owned = genrm_reward(cfg, out, fmt, service) if cfg.reward.weight > 0 else (None, None)
     reward_funcs = ([genrm] if genrm else []) + [correctness_reward(cfg.task)]  # logged even at weight 0
@@ -189,12 +204,18 @@ def run_rl(cfg: RLConfig, service=None) -> dict:
     seconds = time.time() - t0
     trainer.save_model(str(out / "policy"))
     tokenizer.save_pretrained(str(out / "policy"))
-    acc_after = greedy_accuracy(trainer.model, tokenizer, eval_problems, fmt, cfg.max_completion_length)
-    log.info("held-out %s accuracy after RL: %.3f", cfg.eval_split, acc_after)
+    acc_after = evaluate(trainer.model, "after")
     history = [h for h in trainer.state.log_history if "loss" in h or "reward" in h]
     summary = {"trainer": cfg.trainer, "loss_type": cfg.loss_type if cfg.trainer == "grpo" else None,
                "steps": cfg.max_steps, "train_seconds": round(seconds, 1),
-               "heldout_accuracy_before": acc_before, "heldout_accuracy_after": acc_after,
+               "heldout_accuracy_before": acc_before["greedy"], "heldout_accuracy_after": acc_after["greedy"],
+               "heldout_sampled_accuracy_before": acc_before.get("sampled"),
+               "heldout_sampled_accuracy_after": acc_after.get("sampled"),
+               # paired over held-out problems: the gain RL made in sampled accuracy, 90% bootstrap interval
+               "heldout_sampled_gain_ci": bootstrap_ci(acc_after["sampled_rates"], paired_with=acc_before["sampled_rates"])
+               if cfg.eval_samples else None,
+               "heldout_sampled_rates_before": acc_before.get("sampled_rates"),
+               "heldout_sampled_rates_after": acc_after.get("sampled_rates"),
                "reward_weights": {"genrm": cfg.reward.weight if genrm else None, "correct": cfg.reward.rule_weight},
                "log_history": history}
     (out / "rl_summary.json").write_text(json.dumps(summary, indent=2))
@@ -208,7 +229,8 @@ def main(argv=None, prog="python -m jobs.rl_grpo") -> int:
     cfg = parse_cli(RLConfig, argv, prog, "Policy RL (TRL GRPO/RLOO) with GenRM rewards.")
     setup_logging()
     summary = run_rl(cfg)
-    print(json.dumps({k: v for k, v in summary.items() if k != "log_history"}, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "log_history" and not k.endswith("_rates_before")
+                      and not k.endswith("_rates_after")}, indent=2))
     return 0
 
 

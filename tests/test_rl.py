@@ -50,6 +50,9 @@ def test_grpo_steps_use_the_service_scores(reward_service, tiny_model_dir, tmp_p
         questions = {i["question"] for i in call["items"]}
         assert all(q.startswith("Take the last letters") for q in questions)
     assert 0.0 <= summary["heldout_accuracy_after"] <= 1.0
+    # sampled accuracy over num_eval_problems x eval_samples completions, before and after
+    for key in ("heldout_sampled_accuracy_before", "heldout_sampled_accuracy_after"):
+        assert 0.0 <= summary[key] <= 1.0 and (summary[key] * 4 * 8) == pytest.approx(round(summary[key] * 4 * 8))
     assert (tmp_path / "policy" / "model.safetensors").is_file()
 
 
@@ -76,5 +79,21 @@ def test_failed_reward_service_fails_the_step(tiny_model_dir, tmp_path):
 def test_rl_config_validation(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="nothing to optimise"):
         _cfg(tmp_path, tiny_model_dir, reward={"weight": 0.0, "rule_weight": 0.0})
+    with pytest.raises(ValueError, match="eval_samples must be >= 0"):
+        _cfg(tmp_path, tiny_model_dir, eval_samples=-1, reward={"weight": 0.0, "rule_weight": 1.0})
     with pytest.raises(ValueError, match="needs reward.url"):
         _cfg(tmp_path, tiny_model_dir, reward={"weight": 1.0})
+
+
+def test_accuracy_greedy_ignores_n_and_sampling_is_reproducible(tiny_model_dir):
+    from genrm_rl.generation import accuracy, greedy_accuracy
+    from genrm_rl.modeling import load_causal_lm, load_tokenizer
+    from genrm_rl.prompts import get_prompt_format
+    from genrm_rl.tasks import get_task
+
+    tok = load_tokenizer(tiny_model_dir, padding_side="left")
+    model, fmt = load_causal_lm(tiny_model_dir, "cpu"), get_prompt_format("compact", tok)
+    problems = get_task("last_letter").make_problems("train", 3, 0)
+    assert accuracy(model, tok, problems, fmt, 16, n=5) == greedy_accuracy(model, tok, problems, fmt, 16)
+    sampled = [accuracy(model, tok, problems, fmt, 16, n=4, temperature=1.0, seed=3) for _ in range(2)]
+    assert sampled[0] == sampled[1] and 0.0 <= sampled[0] <= 1.0
