@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 from genrm_rl.config import dump_yaml, option
 from genrm_rl.verifier import VerifierConfig
@@ -105,6 +106,29 @@ class RewardLatencyCallback(TrainerCallback):
                 state.log_history[-1]["genrm/reward_call_latency_s"] = latency
 
 
+class CompactProgress(ProgressCallback):
+    """transformers' progress bar, but one short line every `every` steps (reward, accuracy, KL,
+    reward-call latency) instead of the whole metrics dict after every step; the full metrics still go
+    to `report_to` and to `rl_summary.json`."""
+
+    KEYS = (("reward", "reward"), ("rewards/correct/mean", "correct"), ("rewards/genrm/mean", "genrm"),
+            ("kl", "kl"), ("genrm/reward_call_latency_s", "reward call s"))
+
+    def __init__(self, every: int = 10):
+        super().__init__()
+        self.every = every
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None or not logs:
+            return
+        if "train_runtime" in logs:
+            self.training_bar.write(f"trained {state.global_step} steps in {logs['train_runtime']:.0f} s")
+        elif state.global_step % self.every == 0:  # other logs of the same step (e.g. TRL's) carry none of KEYS
+            parts = [f"{label} {logs[key]:.3f}" for key, label in self.KEYS if isinstance(logs.get(key), int | float)]
+            if parts:
+                self.training_bar.write(f"step {state.global_step}: " + ", ".join(parts))
+
+
 def genrm_reward(cfg: RLConfig, out: Path, fmt, service=None):
     """The GenRM reward function and the service this job started for it (None if it connected to one).
     `fmt` is the policy's prompt layout, so the adapter can find the question inside a prompt."""
@@ -148,8 +172,11 @@ def build_trainer(cfg: RLConfig, policy, tokenizer, dataset, reward_funcs, weigh
         from trl import RLOOConfig, RLOOTrainer
 
         args, trainer_cls = RLOOConfig(**common), RLOOTrainer
-    return trainer_cls(model=policy, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
-                       processing_class=tokenizer, callbacks=callbacks)
+    trainer = trainer_cls(model=policy, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
+                          processing_class=tokenizer, callbacks=callbacks)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(CompactProgress(every=max(1, 10 // max(1, cfg.logging_steps)) * cfg.logging_steps))
+    return trainer
 
 
 def run_rl(cfg: RLConfig, service=None) -> dict:

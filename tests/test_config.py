@@ -42,6 +42,30 @@ def test_yaml_and_overrides(tmp_path):
         load_config(Outer, path, ["files=[a, [b]]"])
 
 
+def test_include_lays_a_file_over_another(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "b.yaml").write_text("name: base\ninner:\n  lr: 1e-4\n  steps: 3\nfiles: [a]\n")
+    (tmp_path / "v.yaml").write_text("include: base/b.yaml\ninner:\n  steps: 7\n")  # relative to v.yaml
+    cfg = load_config(Outer, tmp_path / "v.yaml", ["name=cli"])
+    assert (cfg.name, cfg.inner.lr, cfg.inner.steps, cfg.files) == ("cli", 1e-4, 7, ["a"])
+    (tmp_path / "x.yaml").write_text("include: y.yaml\n")
+    (tmp_path / "y.yaml").write_text("include: x.yaml\n")
+    with pytest.raises(ValueError, match="config include cycle"):
+        load_config(Outer, tmp_path / "x.yaml")
+    (tmp_path / "m.yaml").write_text("include: nowhere.yaml\n")
+    with pytest.raises(ValueError, match=r"config file not found: .*nowhere.yaml \(included from"):
+        load_config(Outer, tmp_path / "m.yaml")
+
+
+def test_paper_cpu_is_the_quickstart_on_three_seeds():
+    from genrm_rl.config import to_dict
+    from jobs.pipeline import ReproduceConfig
+
+    quick, paper = (to_dict(load_config(ReproduceConfig, f"configs/{name}.yaml")) for name in ("quickstart", "paper_cpu"))
+    assert paper.pop("seeds") == [0, 1, 2] and paper.pop("output_dir") == "runs/paper_cpu"
+    assert {k: v for k, v in quick.items() if k not in ("seeds", "output_dir")} == paper
+
+
 def test_misspelt_key_names_the_key(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("inner:\n  lrr: 0.1\n")

@@ -56,12 +56,16 @@ def test_grpo_steps_use_the_service_scores(reward_service, tiny_model_dir, tmp_p
     assert (tmp_path / "policy" / "model.safetensors").is_file()
 
 
-def test_rloo_with_rule_reward_only(tiny_model_dir, tmp_path):
+def test_rloo_with_rule_reward_only(tiny_model_dir, tmp_path, capsys):
     from jobs.rl_grpo import run_rl
 
-    summary = run_rl(_cfg(tmp_path, tiny_model_dir, trainer="rloo", reward={"weight": 0.0, "rule_weight": 1.0}))
+    summary = run_rl(_cfg(tmp_path, tiny_model_dir, trainer="rloo", max_steps=10,
+                          reward={"weight": 0.0, "rule_weight": 1.0}))
     assert summary["trainer"] == "rloo" and summary["reward_weights"]["genrm"] is None
-    assert any("rewards/correct/mean" in h for h in summary["log_history"])
+    assert sum("rewards/correct/mean" in h for h in summary["log_history"]) == 10  # every step logged
+    console = "".join(capsys.readouterr())
+    assert "step 10: reward" in console and "trained 10 steps" in console  # one short line per 10 steps
+    assert "'rewards/correct/mean'" not in console  # not the whole metrics dict after every step
 
 
 def test_failed_reward_service_fails_the_step(tiny_model_dir, tmp_path):
