@@ -179,13 +179,21 @@ def plot_report(report: dict, path: str | Path, title: str = "") -> None:
     ax.plot(ns, report["baselines"]["self_consistency"], marker="s", linestyle="--", label="self-consistency")
     ax.plot(ns, report["baselines"]["pass_at_n"], color="gray", linestyle=":", label="Pass@N (oracle)")
     ax.plot(ns, report["baselines"]["first_sample"], color="black", linestyle="-.", label="first sample")
+    finish_bon_plot(fig, ax, ns, (f"{title}\n" if title else "") + f"Best-of-N on {report['num_problems']} problems",
+                    path)
+
+
+def finish_bon_plot(fig, ax, ns, title: str, path: str | Path, legend_size: int = 8) -> None:
+    """The axes every Best-of-N plot shares (N on a log2 axis, % solved), then save and close."""
+    import matplotlib.pyplot as plt
+
     ax.set_xscale("log", base=2)
     ax.set_xticks(ns, [str(n) for n in ns])
     ax.set_xlabel("N (candidates per problem)")
     ax.set_ylabel("% problems solved")
-    ax.set_title((f"{title}\n" if title else "") + f"Best-of-N on {report['num_problems']} problems", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -11,7 +11,15 @@ import json
 import statistics
 from pathlib import Path
 
-from genrm_rl.evaluation import EvalConfig, compare, evaluate, load_inputs, markdown_table, plot_report
+from genrm_rl.evaluation import (
+    EvalConfig,
+    compare,
+    evaluate,
+    finish_bon_plot,
+    load_inputs,
+    markdown_table,
+    plot_report,
+)
 
 SET_TITLES = {"indist": "held-out 2-4 words (in distribution)", "ood": "5-6 words (out of distribution)",
               "ood_oracle": "5-6 words, 1 correct + planted errors"}
@@ -230,16 +238,7 @@ def plot_aggregate(entry: dict, seeds: list[int], path: Path) -> None:
         if entry.get(key):  # side by side just right of N = n_max, so the error bars do not overlap
             ax.errorbar([ns[-1] * (1.06 + 0.06 * shift)], [entry[key]["mean"]], yerr=[entry[key]["sd"]], fmt=style, color="black",
                         capsize=3, label=f"{label}, N={ns[-1]}")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ns, [str(n) for n in ns])
-    ax.set_xlabel("N (candidates per problem)")
-    ax.set_ylabel("% problems solved")
-    ax.set_title(f"{entry['title']}\nBest-of-N, mean ± sd over seeds {seeds}", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_bon_plot(fig, ax, ns, f"{entry['title']}\nBest-of-N, mean ± sd over seeds {seeds}", path, legend_size=7)
 
 
 def write_aggregate(agg: dict, path: Path) -> None:

@@ -256,8 +256,7 @@ def main(argv=None, prog="python -m jobs.rl_grpo") -> int:
     cfg = parse_cli(RLConfig, argv, prog, "Policy RL (TRL GRPO/RLOO) with GenRM rewards.")
     setup_logging()
     summary = run_rl(cfg)
-    print(json.dumps({k: v for k, v in summary.items() if k != "log_history" and not k.endswith("_rates_before")
-                      and not k.endswith("_rates_after")}, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "log_history" and "_rates_" not in k}, indent=2))
     return 0
 
 
