@@ -87,6 +87,11 @@ class RLConfig:
             raise ValueError("GenRM reward needs reward.url, reward.connect_router or reward.verifier.model")
         if self.eval_samples < 0:
             raise ValueError(f"eval_samples must be >= 0, got {self.eval_samples}")
+        if self.num_eval_problems < 1:
+            raise ValueError(f"num_eval_problems must be >= 1 (the held-out accuracy before and after), "
+                             f"got {self.num_eval_problems}")
+        if self.logging_steps < 1:
+            raise ValueError(f"logging_steps must be >= 1, got {self.logging_steps}")
         if self.num_generations < 2:
             raise ValueError("num_generations must be >= 2 (advantages are relative within a group)")
 
@@ -175,7 +180,8 @@ def build_trainer(cfg: RLConfig, policy, tokenizer, dataset, reward_funcs, weigh
     trainer = trainer_cls(model=policy, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
                           processing_class=tokenizer, callbacks=callbacks)
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(CompactProgress(every=max(1, 10 // max(1, cfg.logging_steps)) * cfg.logging_steps))
+    # a console line about every 10 steps, on a step that has logs (a multiple of logging_steps)
+    trainer.add_callback(CompactProgress(every=cfg.logging_steps * max(1, round(10 / cfg.logging_steps))))
     return trainer
 
 

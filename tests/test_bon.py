@@ -106,3 +106,24 @@ def test_eval_rejects_bad_inputs(tmp_path):
     with pytest.raises(RecordError, match="duplicate score ids"):
         run_eval(EvalConfig(candidates=str(tmp_path / "c.jsonl"), n_max=4, out=str(tmp_path / "r.json"),
                             scores={"m": str(tmp_path / "dup.jsonl")}))
+
+
+def test_multi_seed_aggregate_reproduces_the_committed_three_seed_report(tmp_path):
+    """`reproduce` over seeds: mean ± sd, targets met per seed, report and plot, rebuilt from the
+    committed per-seed summaries, equal to the committed aggregate."""
+    from pathlib import Path
+
+    from jobs.paper_report import aggregate, plot_aggregate, write_aggregate
+
+    results = Path(__file__).resolve().parents[1] / "docs" / "results"
+    summaries = [json.loads(p.read_text()) for p in
+                 (results / "summary.json", results / "seed-1" / "summary.json", results / "seed-2" / "summary.json")]
+    agg = aggregate(summaries)
+    assert agg == json.loads((results / "three-seeds" / "aggregate.json").read_text())
+    cot = agg["sets"]["indist"]["verifiers"]["genrm_cot"]["best_of_n"][-1]
+    values = [s["sets"]["indist"]["verifiers"]["genrm_cot"]["best_of_n"][-1] for s in summaries]
+    assert cot["values"] == values and cot["mean"] == pytest.approx(sum(values) / 3)
+    write_aggregate(agg, tmp_path / "report.md")
+    assert (tmp_path / "report.md").read_text() == (results / "three-seeds" / "report.md").read_text()
+    plot_aggregate(agg["sets"]["indist"], agg["seeds"], tmp_path / "bon.png")
+    assert (tmp_path / "bon.png").stat().st_size > 10_000

@@ -87,6 +87,10 @@ def test_rl_config_validation(tiny_model_dir, tmp_path):
         _cfg(tmp_path, tiny_model_dir, eval_samples=-1, reward={"weight": 0.0, "rule_weight": 1.0})
     with pytest.raises(ValueError, match="needs reward.url"):
         _cfg(tmp_path, tiny_model_dir, reward={"weight": 1.0})
+    with pytest.raises(ValueError, match="num_eval_problems must be >= 1"):
+        _cfg(tmp_path, tiny_model_dir, num_eval_problems=0, reward={"weight": 0.0, "rule_weight": 1.0})
+    with pytest.raises(ValueError, match="logging_steps must be >= 1"):
+        _cfg(tmp_path, tiny_model_dir, logging_steps=0, reward={"weight": 0.0, "rule_weight": 1.0})
 
 
 def test_accuracy_greedy_ignores_n_and_sampling_is_reproducible(tiny_model_dir):

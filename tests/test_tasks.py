@@ -61,10 +61,34 @@ def test_oracle_rationale_checks_the_answer_against_the_question(name):
                     assert row == f"{got}/{want}{'+' if got == want else '-'}"
                 assert "-" in "".join(row[3] for row in rows)
                 continue
-            # the steps are the reference's, derived from the question whatever the solution says
-            assert lines[:-2] == reference[:-1]
-            assert lines[-2] == (f"So the answer should be {p.target}; the solution's answer is "
-                                 f"{task.extract_answer(bad)}. Wrong.")
+            # the sort done again from the question, then a row per position: its word, the sort's, a mark
+            given, want = task.extract_answer(bad).split(), p.target.split()
+            assert lines[:len(reference) - 1] == reference[:-1] and lines[-2] == "Wrong."
+            rows = lines[len(reference) - 1:-2]
+            assert len(rows) == max(len(given), len(want))
+            for i, row in enumerate(rows):
+                got, expected = (given[i] if i < len(given) else "_"), (want[i] if i < len(want) else "_")
+                assert row == f"{got}/{expected}{'+' if got == expected else '-'}"
+            assert any(row.endswith("-") for row in rows)
+        if name == "word_sort":
+            assert reference[-1] == f"The answer is {p.target}."
+            assert all(row.endswith("+") for row in good.text.splitlines()[len(reference) - 1:-2])
+
+
+def test_word_sort_planted_errors_cover_every_way_an_answer_goes_wrong():
+    task = get_task("word_sort")
+    rng = random.Random(4)
+    seen = set()
+    for p in task.make_problems("mixed", 80, seed=1):
+        items = task.items(p.question)
+        bad, _ = task.corrupt(p, rng)
+        given = task.extract_answer(bad).split()
+        seen.add("foreign" if set(given) - set(items) else "repeat" if len(set(given)) < len(given) else
+                 "missing" if set(items) - set(given) else "order")
+    assert seen == {"foreign", "missing", "repeat", "order"}
+    p = task.make_problems("train", 1, seed=0)[0]
+    rows = task.rationale(p, "no answer").text.splitlines()[len(task.solve(p).splitlines()) - 1:-2]
+    assert rows == [f"_/{w}-" for w in p.target.split()]
 
 
 def test_steps_are_graded_on_what_the_answer_depends_on():

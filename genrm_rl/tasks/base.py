@@ -125,8 +125,9 @@ class Task:
         steps (its verdicts matched the program's on 36-60% of rationales). Here the verdict agrees with
         the answer checker by construction (the paper's labels), but on last-letter the 0.57 M verifier
         did not learn the final comparison of two whole answers (52%, runs Q0 and L4 in
-        docs/experiments.md), so `LastLetterTask` overrides this with letter-by-letter rows; word
-        sorting still uses this format, not yet re-measured."""
+        docs/experiments.md), so both built-in tasks override this with rows that each make one
+        lookup and one comparison (`LastLetterTask`, `WordSortTask`); this stays the default for a
+        task that only defines its steps."""
         items = self.items(problem.question)
         derived = [_norm(x) for x in self.steps(items)[:-1]]
         answer = self.extract_answer(solution)

@@ -1,14 +1,16 @@
 """Word sorting (BIG-Bench `word_sorting`; the GenRM paper's second algorithmic task).
 
 The reference solution is a selection sort written out: each step names the words left and picks
-the alphabetically first, so every step can be checked on its own.
+the alphabetically first, so every step can be checked on its own. The oracle verification does
+the sort again and compares the answer with it word by word (see `rationale`).
 """
 
 from __future__ import annotations
 
 import random
 
-from genrm_rl.tasks.base import Problem, Task
+from genrm_rl.prompts import VERDICT_CUE
+from genrm_rl.tasks.base import Problem, Rationale, Task, word_list
 
 
 class WordSortTask(Task):
@@ -40,7 +42,7 @@ class WordSortTask(Task):
     def corrupt(self, problem: Problem, rng: random.Random) -> tuple[str, int]:
         words = self.items(problem.question)
         n = len(words)
-        kind = rng.choice(["pick", "drop", "answer"])
+        kind = rng.choice(["pick", "pick", "drop", "repeat", "foreign", "answer"])
         if kind == "pick":  # a non-minimal word picked at step i, most often the runner-up; later steps follow
             i = rng.randrange(n - 1)
             good = sorted(words)
@@ -52,9 +54,53 @@ class WordSortTask(Task):
             i = rng.randrange(n)
             good = sorted(words)
             return "\n".join(self.steps(words, good[:i] + good[i + 1:])), i + 1
+        if kind == "repeat":  # a word already picked is picked again in place of the next one
+            good = sorted(words)
+            i = rng.randrange(1, n)
+            return "\n".join(self.steps(words, good[:i] + [good[i - 1]] + good[i + 1:])), i + 1
+        if kind == "foreign":  # a word that is not in the question takes a word's place, in order
+            good = sorted(words)
+            i = rng.randrange(n)
+            lo, hi = (good[i - 1] if i else ""), (good[i + 1] if i + 1 < n else "~")
+            fits = [w for w in word_list() if lo < w < hi and w not in words]
+            if fits:
+                return "\n".join(self.steps(words, good[:i] + [rng.choice(fits)] + good[i + 1:])), i + 1
         lines = self.steps(words)
         order = sorted(words)
         i = rng.randrange(n - 1)
         order[i], order[i + 1] = order[i + 1], order[i]
         lines[-1] = f"The answer is {' '.join(order)}."
         return "\n".join(lines), n + 1
+
+    def rationale(self, problem: Problem, solution: str) -> Rationale:
+        """The verification a program writes: the sort done again from the question (the reference's
+        steps), then one row per position of the solution's answer with its word, the word the sort
+        put there and a mark, then the verdict:
+
+            Left: autumn late barn. Pick autumn.
+            Left: late barn. Pick barn.
+            Left: late. Pick late.
+            autumn/autumn+
+            late/barn-
+            barn/late-
+            Wrong.
+            Verification: Is the answer correct (Yes/No)? No
+
+        Why this shape (docs/experiments.md, W1-W2): rows that each check one answer word by
+        searching the question for it (membership, then order with the next word) left every mark at
+        its base rate: the 0.57 M verifier copies single-token words well (96% of rows) but does not
+        learn to look one up among many. The generator's own sort is a skill the verifier starts
+        with, and comparing two words one token apart is the check that worked on last-letter.
+        `_` fills a position one side does not have. The verdict is "no `-` row" and agrees with the
+        answer checker by construction."""
+        items = self.items(problem.question)
+        answer = self.extract_answer(solution)
+        given, want = (answer.split() if answer else []), sorted(items)
+        rows = []
+        for i in range(max(len(given), len(want))):
+            got, expected = (given[i] if i < len(given) else "_"), (want[i] if i < len(want) else "_")
+            rows.append(f"{got}/{expected}{'+' if got == expected else '-'}")
+        correct = self.is_correct(problem, solution)
+        lines = self.steps(items)[:-1] + rows + ["Correct." if correct else "Wrong.",
+                                                 f"{VERDICT_CUE} {'Yes' if correct else 'No'}"]
+        return Rationale("\n".join(lines), correct, None if correct else self.first_wrong_step(problem, solution))
