@@ -13,7 +13,9 @@ is judged on the policy it will reward. The policy is picked by a measured accur
 step count, because a tiny model learns the task in a phase change whose step varies with the seed.
 
 Every stage writes its outputs under `output_dir` and is skipped when they already exist, so an
-interrupted run continues where it stopped (training stages also resume from checkpoints).
+interrupted run continues where it stopped (training stages also resume from checkpoints). A
+training stage reused although its settings have changed since is named in a warning, with what
+changed; delete its directory to retrain it.
 """
 
 from __future__ import annotations
@@ -149,6 +151,25 @@ def compared_verifiers(cfg: ReproduceConfig) -> list[Verifier]:
     return out
 
 
+# Paths differ between a saved stage config (absolute) and a fresh one (as given) without meaning
+# anything; everything else that differs changes what the stage would train.
+_PATH_KEYS = {"model", "output_dir", "data.candidates_files", "data.exclude_problems", "ray.address", "ray.storage_path"}
+
+
+def settings_drift(saved: dict, now: dict, prefix: str = "") -> list[str]:
+    """`key: saved -> now` for every setting (dotted key) that differs, path-valued keys excepted."""
+    changed = []
+    for key in sorted(set(saved) | set(now)):
+        dotted, a, b = f"{prefix}{key}", saved.get(key), now.get(key)
+        if dotted in _PATH_KEYS:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += settings_drift(a, b, f"{dotted}.")
+        elif a != b:
+            changed.append(f"{dotted}: {a!r} -> {b!r}")
+    return changed
+
+
 class Pipeline:
     def __init__(self, cfg: ReproduceConfig):
         self.cfg = cfg
@@ -235,12 +256,18 @@ class Pipeline:
 
     def train(self, objective: str, init: str, stage: StageConfig, name: str, candidates: list[str] = (),
               gen_weight: float | None = None, export_every: int = 0) -> str:
+        from genrm_rl.config import read_yaml, to_dict
         from genrm_rl.training.launch import run_training
 
         out = self.out / name
-        self._stage(f"train {name}", out / "model" / "config.json",
-                    lambda: run_training(self._train_cfg(objective, init, stage, out, list(candidates), gen_weight,
-                                                         export_every)))
+        cfg = self._train_cfg(objective, init, stage, out, list(candidates), gen_weight, export_every)
+        saved = out / "config.yaml"
+        if (out / "model" / "config.json").is_file() and saved.is_file():
+            changed = settings_drift(read_yaml(saved), to_dict(cfg))
+            if changed:  # a reused stage is skipped whatever the config says now: say so, loudly
+                log.warning("[train %s] reusing %s, trained with other settings (%s); delete it to retrain",
+                            name, out, "; ".join(changed))
+        self._stage(f"train {name}", out / "model" / "config.json", lambda: run_training(cfg))
         return str(out / "model")
 
     def _dev_problems(self):

@@ -1,5 +1,6 @@
 """CPU smoke run of the end-to-end reproduction and of the benchmarks (tiny sizes)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,8 +12,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def test_settings_drift_names_what_a_reused_stage_was_trained_with():
+    from jobs.pipeline import settings_drift
+
+    saved = {"lr": 0.002, "model": "/abs/run/base", "data": {"task": "word_sort", "exclude_problems": ["/abs/x"],
+                                                             "balance": True}, "ray": {"address": ""}}
+    now = {"lr": 0.005, "model": "run/base", "data": {"task": "word_sort", "exclude_problems": ["x"],
+                                                      "balance": False}, "ray": {"address": "auto"}}
+    assert settings_drift(saved, now) == ["data.balance: True -> False", "lr: 0.002 -> 0.005"]
+    assert settings_drift(saved, saved) == []
+
+
 @pytest.mark.slow
-def test_reproduce_smoke(ray_session, tmp_path):
+def test_reproduce_smoke(ray_session, tmp_path, caplog):
     from genrm_rl.config import from_dict
     from jobs.pipeline import Pipeline, ReproduceConfig
 
@@ -59,9 +71,16 @@ def test_reproduce_smoke(ray_session, tmp_path):
     stats = json.loads((out / "genrm_cot" / "data_stats.json").read_text())
     assert stats["verify"] > 0 and "excluded" in stats
     assert {t["target"] for t in summary["targets"]} and "## Targets" in (out / "report.md").read_text()
-    # a re-run finds every stage done and only re-evaluates
+    # a re-run finds every stage done and only re-evaluates; with the same settings, it warns of nothing
+    caplog.clear()
     again = Pipeline(cfg).run()
     assert again["stage_seconds"] == {}
+    assert not [r for r in caplog.records if "trained with other settings" in r.getMessage()]
+    # a changed setting does not retrain a finished stage, but says which stage and what changed
+    Pipeline(cfg).train("orm", str(out / "generator" / "model"),
+                        dataclasses.replace(cfg.verifier_stage, lr=cfg.verifier_stage.lr * 2), "orm")
+    warned = [r.getMessage() for r in caplog.records if "trained with other settings" in r.getMessage()]
+    assert len(warned) == 1 and "[train orm]" in warned[0] and "lr: " in warned[0]
 
 
 @pytest.mark.slow
