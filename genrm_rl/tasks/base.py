@@ -137,6 +137,20 @@ class Task:
                            f"{VERDICT_CUE} {'Yes' if correct else 'No'}"]
         return Rationale("\n".join(lines), correct, None if correct else self.first_wrong_step(problem, solution))
 
+    def row_rationale(self, problem: Problem, solution: str, given: list[str], want: list[str],
+                      derivation: list[str] = ()) -> Rationale:
+        """The row-by-row verification both built-in tasks write: the `derivation` lines (if any), one
+        row `{given}/{want}{+|-}` per position of the longer of the two (`_` where one side has
+        none), then the verdict. The verdict is the answer checker's (the paper's labels); with
+        `want` the reference answer's items it is also "no `-` row"."""
+        rows = []
+        for i in range(max(len(given), len(want))):
+            got, expected = (given[i] if i < len(given) else "_"), (want[i] if i < len(want) else "_")
+            rows.append(f"{got}/{expected}{'+' if got == expected else '-'}")
+        correct = self.is_correct(problem, solution)
+        lines = [*derivation, *rows, "Correct." if correct else "Wrong.", f"{VERDICT_CUE} {'Yes' if correct else 'No'}"]
+        return Rationale("\n".join(lines), correct, None if correct else self.first_wrong_step(problem, solution))
+
     def step_result(self, line: str) -> str:
         """The part of a solution line the answer depends on (for locating a solution's first wrong
         step). Default: the line."""

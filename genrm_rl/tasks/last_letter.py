@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import random
 
-from genrm_rl.prompts import VERDICT_CUE
 from genrm_rl.tasks.base import Problem, Rationale, Task, word_list
 
 QUOTE = '"'
@@ -127,14 +126,7 @@ class LastLetterTask(Task):
         items = self.items(problem.question)
         answer = self.extract_answer(solution)
         given = [("?" if ch == " " else ch) for ch in answer] if answer else []
-        rows = []
-        for i in range(max(len(given), len(items))):
-            got = given[i] if i < len(given) else "_"
-            want = items[i][-1] if i < len(items) else "_"
-            rows.append(f"{got}/{want}{'+' if got == want else '-'}")
-        correct = self.is_correct(problem, solution)
-        lines = rows + ["Correct." if correct else "Wrong.", f"{VERDICT_CUE} {'Yes' if correct else 'No'}"]
-        return Rationale("\n".join(lines), correct, None if correct else self.first_wrong_step(problem, solution))
+        return self.row_rationale(problem, solution, given, [w[-1] for w in items])
 
     def step_result(self, line: str) -> str:
         """The letters so far (`so tg.`) of a walk line, `end.` of the end line: what the answer is

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 
-from genrm_rl.prompts import VERDICT_CUE
 from genrm_rl.tasks.base import Problem, Rationale, Task, word_list
 
 
@@ -41,32 +40,27 @@ class WordSortTask(Task):
 
     def corrupt(self, problem: Problem, rng: random.Random) -> tuple[str, int]:
         words = self.items(problem.question)
-        n = len(words)
+        n, good = len(words), sorted(words)
         kind = rng.choice(["pick", "pick", "drop", "repeat", "foreign", "answer"])
         if kind == "pick":  # a non-minimal word picked at step i, most often the runner-up; later steps follow
             i = rng.randrange(n - 1)
-            good = sorted(words)
-            left = sorted(good[i:])
+            left = good[i:]
             wrong = left[1] if rng.random() < 0.7 else rng.choice(left[1:])
             rest = sorted(w for w in left if w != wrong)
             return "\n".join(self.steps(words, good[:i] + [wrong] + rest)), i + 1
         if kind == "drop":  # a word vanishes: step i picks the next word instead
             i = rng.randrange(n)
-            good = sorted(words)
             return "\n".join(self.steps(words, good[:i] + good[i + 1:])), i + 1
         if kind == "repeat":  # a word already picked is picked again in place of the next one
-            good = sorted(words)
             i = rng.randrange(1, n)
             return "\n".join(self.steps(words, good[:i] + [good[i - 1]] + good[i + 1:])), i + 1
         if kind == "foreign":  # a word that is not in the question takes a word's place, in order
-            good = sorted(words)
             i = rng.randrange(n)
             lo, hi = (good[i - 1] if i else ""), (good[i + 1] if i + 1 < n else "~")
             fits = [w for w in word_list() if lo < w < hi and w not in words]
             if fits:
                 return "\n".join(self.steps(words, good[:i] + [rng.choice(fits)] + good[i + 1:])), i + 1
-        lines = self.steps(words)
-        order = sorted(words)
+        lines, order = self.steps(words), list(good)
         i = rng.randrange(n - 1)
         order[i], order[i + 1] = order[i + 1], order[i]
         lines[-1] = f"The answer is {' '.join(order)}."
@@ -95,12 +89,5 @@ class WordSortTask(Task):
         answer checker by construction."""
         items = self.items(problem.question)
         answer = self.extract_answer(solution)
-        given, want = (answer.split() if answer else []), sorted(items)
-        rows = []
-        for i in range(max(len(given), len(want))):
-            got, expected = (given[i] if i < len(given) else "_"), (want[i] if i < len(want) else "_")
-            rows.append(f"{got}/{expected}{'+' if got == expected else '-'}")
-        correct = self.is_correct(problem, solution)
-        lines = self.steps(items)[:-1] + rows + ["Correct." if correct else "Wrong.",
-                                                 f"{VERDICT_CUE} {'Yes' if correct else 'No'}"]
-        return Rationale("\n".join(lines), correct, None if correct else self.first_wrong_step(problem, solution))
+        return self.row_rationale(problem, solution, answer.split() if answer else [], sorted(items),
+                                  derivation=self.steps(items)[:-1])
