@@ -27,25 +27,52 @@ CHARSET = [c for c in string.printable if c not in "\x0b\x0c\r"]
 PRE_TOKENIZE = r"\s|[^\w']"
 
 
+# The words of the prompt templates, solutions and oracle rationales of the built-in tasks, as a
+# fixed list. It was once derived from the current rationale texts, so rewording word sorting's
+# rationale dropped four words, shrank the vocabulary 460 -> 456 and gave every tiny model, on
+# last-letter too, another random init: the committed results no longer came back from the same
+# config and seed (measured). Changing this list changes every run's init; re-run the committed
+# results if you do. `tests/test_tiny.py` checks that every word the tasks write is in it, and pins it.
+TEMPLATE_WORDS = (
+    "Answer", "Correct", "Final", "Here", "Insert", "Is", "Left", "Let's", "No", "Pick", "So", "Solve", "Sort",
+    "Take", "The", "Verification", "When", "Wrong", "Yes", "alphabetically", "and", "answer", "answer's", "asked",
+    "based", "be", "by", "concatenate", "conclude", "correct", "correctness", "end", "ending", "every",
+    "followed", "in", "is", "last", "letters", "math", "me", "of", "on", "or", "problems", "provide", "respond",
+    "should", "so", "solution", "solution's", "solutions", "step", "the", "them", "think", "verify", "with",
+    "words",
+)
+
+
 def template_words() -> list[str]:
-    """Words that the prompts, solutions and oracle rationales of the built-in tasks use."""
+    """Whole-word tokens of the tiny vocabulary: the template words and the task word list."""
+    from genrm_rl.tasks import word_list
+
+    return sorted(set(TEMPLATE_WORDS) | set(word_list()))
+
+
+def task_text_words(problems_per_task: int = 20) -> set[str]:
+    """Every word (2+ characters, not a number) the built-in tasks write in prompts, solutions and
+    oracle rationales of right and wrong candidates (what the vocabulary must cover), answers left
+    out: a last-letter answer (and each partial answer before it) is a string of letters a model must
+    spell."""
     import random
 
     from genrm_rl.prompts import ANSWER_CUE, COT_CUE, NO, RELEASED_HEADER, VERDICT_CUE, YES
-    from genrm_rl.tasks import TASKS, word_list
+    from genrm_rl.tasks import TASKS
 
-    texts = [RELEASED_HEADER, VERDICT_CUE, COT_CUE, "Q:", ANSWER_CUE, YES, NO]
+    texts, answers = [RELEASED_HEADER, VERDICT_CUE, COT_CUE, "Q:", ANSWER_CUE, YES, NO], set()
     rng = random.Random(0)
     for _name, cls in TASKS.items():
         task = cls()
-        if not task.lengths:
-            continue
-        problem = task.make_problems("train", 1)[0]
-        bad, _ = task.corrupt(problem, rng)
-        texts += [problem.question, task.solve(problem), task.rationale(problem, bad).text]
-        texts += [task.rationale(problem, task.solve(problem)).text]
-    found = {w for t in texts for w in re.findall(r"[\w']+", t) if len(w) > 1 and not w.isdigit()}
-    return sorted(found | set(word_list()))
+        for split in task.lengths:
+            for problem in task.make_problems(split, problems_per_task, seed=1):
+                good, (bad, _) = task.solve(problem), task.corrupt(problem, rng)
+                texts += [problem.question, good, bad, task.rationale(problem, bad).text,
+                          task.rationale(problem, good).text]
+                answers |= {a[:i] for a in (task.extract_answer(good), task.extract_answer(bad))
+                            for i in range(2, len(a) + 1)}  # and the partial answers on the way
+    return {w for t in texts for w in re.findall(r"[\w']+", t)
+            if len(w) > 1 and not w.isdigit() and w not in answers}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -183,20 +183,31 @@ class Pipeline:
         self.extending: set[str] = set()
 
     # ---- helpers ------------------------------------------------------------------------------
-    def _stage(self, name: str, done: Path, fn):
+    def _stage(self, name: str, done: Path, fn, settings: dict | None = None):
+        """Run `fn` unless its output `done` exists. `settings` (what the output depends on, besides
+        the stages before it) are saved beside it, and a reused output made with other settings is
+        named in a warning, as for training stages."""
+        record = done.with_name(done.name.split(".")[0] + ".settings.json")
         if done.exists():
             log.info("[%s] done already (%s), skipping", name, done)
+            if settings is not None and record.is_file():
+                changed = settings_drift(json.loads(record.read_text()), json.loads(json.dumps(settings)))
+                if changed:
+                    log.warning("[%s] reusing %s, made with other settings (%s); delete it to redo", name, done,
+                                "; ".join(changed))
             return
         t0 = time.time()
         log.info("[%s] starting", name)
         fn()
+        if settings is not None:
+            record.write_text(json.dumps(settings, indent=1))
         spent = round(time.time() - t0, 1)
         if name in self.extending:  # a finished stage resumed for more steps: its cost is both runs
             spent = round(spent + self.ledger.get(name, 0.0), 1)
             self.extending.discard(name)
         self.timings[name] = self.ledger[name] = spent
         self.ledger_file.write_text(json.dumps(self.ledger, indent=1))
-        log.info("[%s] finished in %.1fs", name, self.timings[name])
+        log.info("[%s] finished in %.1fs", name, spent)
 
     def _train_cfg(self, objective: str, init: str, stage: StageConfig, out: Path, candidates: list[str],
                    gen_weight: float | None = None, export_every: int = 0):
@@ -336,7 +347,11 @@ class Pipeline:
             shutil.copytree(chosen, path)
             record.write_text(json.dumps({"chosen": chosen, "target": cfg.policy_accuracy, "checks": checks}, indent=1))
 
-        self._stage("select policy", record, run)
+        cfg = self.cfg
+        self._stage("select policy", record, run, {
+            "policy_accuracy": cfg.policy_accuracy, "policy_dev_problems": cfg.policy_dev_problems,
+            "policy_dev_samples": cfg.policy_dev_samples, "temperature": cfg.sample_temperature,
+            "max_new_tokens": cfg.max_solution_tokens, "prompt_format": cfg.prompt_format, "seed": cfg.seed})
         self.policy = json.loads(record.read_text())
         return str(path)
 
@@ -354,7 +369,9 @@ class Pipeline:
                                 prompt_format=self.cfg.prompt_format, seed=self.cfg.seed, device=self.device)
             write_records(path, label_candidates(problems, sample_solutions(scfg, [p.question for p in problems])))
 
-        self._stage(f"sample {split} candidates", path, run)
+        self._stage(f"sample {split} candidates", path, run, {
+            "n": n, "temperature": self.cfg.sample_temperature, "max_new_tokens": self.cfg.max_solution_tokens,
+            "prompt_format": self.cfg.prompt_format, "seed": self.cfg.seed})
         return path
 
     def oracle_candidates(self) -> Path:
@@ -378,7 +395,7 @@ class Pipeline:
                         for j, s in enumerate(sols)]
             write_records(path, out)
 
-        self._stage("oracle candidates", path, run)
+        self._stage("oracle candidates", path, run, {"n_oracle": self.cfg.n_oracle, "seed": self.cfg.seed})
         return path
 
     def train_verifiers(self, init: str, generator: str, train_cands: Path) -> dict[str, str]:
@@ -415,7 +432,11 @@ class Pipeline:
                 service.shutdown()
             write_records(path, scores)
 
-        self._stage(f"score {split} {verifier.name}", path, run)
+        # batch sizes and replica counts are left out: the scores do not depend on them (measured)
+        self._stage(f"score {split} {verifier.name}", path, run, {
+            "mode": verifier.mode, "k": self.cfg.cot_k, "temperature": self.cfg.cot_temperature,
+            "max_new_tokens": self.cfg.cot_max_new_tokens, "prompt_format": self.cfg.prompt_format,
+            "seed": self.cfg.seed})
         return path
 
     def run(self) -> dict:
@@ -427,7 +448,9 @@ class Pipeline:
         dump_yaml(cfg, self.out / "reproduce_config.yaml")
         t_start = time.time()
         ensure_ray(cfg.ray_address)
-        self._stage("make data", self.out / "data/test_problems.jsonl", self.make_data)
+        self._stage("make data", self.out / "data/test_problems.jsonl", self.make_data, {
+            "task": cfg.task, "num_val_problems": cfg.num_val_problems, "num_test_problems": cfg.num_test_problems,
+            "verifier_train_problems": cfg.verifier_train_problems, "seed": cfg.seed})
         base = self.base_model()
         generator = self.train_generator(base)
         policy = self.select_policy(generator)

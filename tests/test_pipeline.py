@@ -26,7 +26,7 @@ def test_settings_drift_names_what_a_reused_stage_was_trained_with():
 @pytest.mark.slow
 def test_reproduce_smoke(ray_session, tmp_path, caplog):
     from genrm_rl.config import from_dict
-    from jobs.pipeline import Pipeline, ReproduceConfig
+    from jobs.pipeline import Pipeline, ReproduceConfig, Verifier
 
     cfg = from_dict(ReproduceConfig, {
         "task": "word_sort", "output_dir": str(tmp_path / "run"),
@@ -75,12 +75,20 @@ def test_reproduce_smoke(ray_session, tmp_path, caplog):
     caplog.clear()
     again = Pipeline(cfg).run()
     assert again["stage_seconds"] == {}
-    assert not [r for r in caplog.records if "trained with other settings" in r.getMessage()]
+    assert not [r for r in caplog.records if "with other settings" in r.getMessage()]
+    assert json.loads((out / "scores" / "val_genrm_cot.settings.json").read_text())["k"] == 2
     # a changed setting does not retrain a finished stage, but says which stage and what changed
     Pipeline(cfg).train("orm", str(out / "generator" / "model"),
                         dataclasses.replace(cfg.verifier_stage, lr=cfg.verifier_stage.lr * 2), "orm")
     warned = [r.getMessage() for r in caplog.records if "trained with other settings" in r.getMessage()]
     assert len(warned) == 1 and "[train orm]" in warned[0] and "lr: " in warned[0]
+    # so does a reused sampling or scoring stage
+    hotter = Pipeline(dataclasses.replace(cfg, cot_temperature=0.5, sample_temperature=0.7))
+    hotter.score(Verifier("genrm_cot", "genrm_cot"), str(out / "genrm_cot" / "model"), "val")
+    hotter.sample(str(out / "policy"), "val", cfg.n)
+    warned = [r.getMessage() for r in caplog.records if "made with other settings" in r.getMessage()]
+    assert len(warned) == 2 and "[score val genrm_cot]" in warned[0] and "temperature: 1.0 -> 0.5" in warned[0]
+    assert "[sample val candidates]" in warned[1] and "temperature: 1.0 -> 0.7" in warned[1]
 
 
 @pytest.mark.slow

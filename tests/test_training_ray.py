@@ -82,12 +82,19 @@ def test_zero3_ranks_never_hold_the_whole_model_and_resume(ray_session, tiny_mod
 
 
 def test_orm_baseline_trains_on_ray(ray_session, tiny_model_dir, tmp_path):
+    from ray.util.state import list_actors
+
     from genrm_rl.training.launch import run_training
     from genrm_rl.verifier import VerifierConfig, build_scorer
 
+    def watchers():  # Ray Train's node-drain watcher: nothing to watch on a one-machine cluster
+        return len(list_actors(filters=[("class_name", "=", "PreemptionWatcher")], limit=1000))
+
+    before = watchers()
     out = tmp_path / "orm"
     result = run_training(_train_cfg(tiny_model_dir, out, objective="orm", max_steps=10, checkpoint_every=0))
     assert result["step"] == 10
+    assert watchers() == before
     orm = build_scorer(VerifierConfig(model=str(out / "model"), mode="orm"))
     assert 0 < orm.score([("q", "s")])[0].score < 1
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -128,6 +129,11 @@ def _run_ray(cfg: TrainConfig, payload: dict, template: dict, n_train: int) -> d
     from genrm_rl.training.worker import epoch_shard, train_worker
 
     ensure_ray(cfg.ray.address)
+    if not (cfg.ray.address or os.environ.get("RAY_ADDRESS")):
+        # Ray Train's preemption watcher follows node drains (spot instances, autoscaler downscaling),
+        # which a one-machine cluster never has; on every run it only logged a core-worker ERROR
+        # about its restart policy. Clusters keep it; RAY_TRAIN_ENABLE_PREEMPTION_WATCHER overrides.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     world = cfg.ray.num_workers
     total = _total_steps(cfg, n_train, world, epoch_shard)
     payload["ds_config"] = build_deepspeed_config(cfg, world, total, cfg.ray.use_gpu, template) \

@@ -190,7 +190,9 @@ def _train_loop(engine, cfg, train, tokenizer, device, position: dict, total_ste
     from tqdm import tqdm
 
     step, epoch, micro = position["step"], position["epoch"], position["micro"]
-    bar = tqdm(total=total_steps, initial=step, desc=f"train {cfg.objective}", disable=rank != 0, mininterval=5)
+    name = Path(cfg.output_dir).name  # stages that run at once (pipeline lanes) tell their bars apart by it
+    label = cfg.objective if name == cfg.objective else f"{name} ({cfg.objective})"
+    bar = tqdm(total=total_steps, initial=step, desc=f"train {label}", disable=rank != 0, mininterval=5)
     t_last, tokens_since, last = time.time(), 0, {}
     while step < total_steps:
         batches = epoch_shard(len(train), epoch, cfg.seed, rank, world, cfg.micro_batch_size)
