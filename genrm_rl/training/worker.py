@@ -190,7 +190,7 @@ def _train_loop(engine, cfg, train, tokenizer, device, position: dict, total_ste
     from tqdm import tqdm
 
     step, epoch, micro = position["step"], position["epoch"], position["micro"]
-    name = Path(cfg.output_dir).name  # stages that run at once (pipeline lanes) tell their bars apart by it
+    name = Path(cfg.output_dir).name  # the pipeline trains genrm_cot twice (λ and λ = 0): the bar says which
     label = cfg.objective if name == cfg.objective else f"{name} ({cfg.objective})"
     bar = tqdm(total=total_steps, initial=step, desc=f"train {label}", disable=rank != 0, mininterval=5)
     t_last, tokens_since, last = time.time(), 0, {}
