@@ -14,8 +14,8 @@ step count, because a tiny model learns the task in a phase change whose step va
 
 Every stage writes its outputs under `output_dir` and is skipped when they already exist, so an
 interrupted run continues where it stopped (training stages also resume from checkpoints). A
-training stage reused although its settings have changed since is named in a warning, with what
-changed; delete its directory to retrain it.
+stage reused although its settings have changed since (training, sampling, scoring, data) is named
+in a warning, with what changed; delete its output to redo it.
 """
 
 from __future__ import annotations
