@@ -183,23 +183,27 @@ class Pipeline:
         self.extending: set[str] = set()
 
     # ---- helpers ------------------------------------------------------------------------------
-    def _stage(self, name: str, done: Path, fn, settings: dict | None = None):
+    def _stage(self, name: str, done: Path, fn, settings: dict | None = None, saved: Path | None = None):
         """Run `fn` unless its output `done` exists. `settings` (what the output depends on, besides
         the stages before it) are saved beside it, and a reused output made with other settings is
-        named in a warning, as for training stages."""
-        record = done.with_name(done.name.split(".")[0] + ".settings.json")
+        named in a warning. A training stage passes the `config.yaml` it writes itself as `saved`."""
+        record = saved or done.with_name(done.name.split(".")[0] + ".settings.json")
         if done.exists():
             log.info("[%s] done already (%s), skipping", name, done)
             if settings is not None and record.is_file():
-                changed = settings_drift(json.loads(record.read_text()), json.loads(json.dumps(settings)))
-                if changed:
-                    log.warning("[%s] reusing %s, made with other settings (%s); delete it to redo", name, done,
-                                "; ".join(changed))
+                from genrm_rl.config import read_yaml
+
+                before = read_yaml(record) if saved else json.loads(record.read_text())
+                changed = settings_drift(before, json.loads(json.dumps(settings)))
+                if changed:  # a reused stage is skipped whatever the config says now: say so, loudly
+                    made, redo = ("trained", "retrain") if saved else ("made", "redo")
+                    log.warning("[%s] reusing %s, %s with other settings (%s); delete it to %s", name,
+                                record.parent if saved else done, made, "; ".join(changed), redo)
             return
         t0 = time.time()
         log.info("[%s] starting", name)
         fn()
-        if settings is not None:
+        if settings is not None and not saved:
             record.write_text(json.dumps(settings, indent=1))
         spent = round(time.time() - t0, 1)
         if name in self.extending:  # a finished stage resumed for more steps: its cost is both runs
@@ -267,18 +271,13 @@ class Pipeline:
 
     def train(self, objective: str, init: str, stage: StageConfig, name: str, candidates: list[str] = (),
               gen_weight: float | None = None, export_every: int = 0) -> str:
-        from genrm_rl.config import read_yaml, to_dict
+        from genrm_rl.config import to_dict
         from genrm_rl.training.launch import run_training
 
         out = self.out / name
         cfg = self._train_cfg(objective, init, stage, out, list(candidates), gen_weight, export_every)
-        saved = out / "config.yaml"
-        if (out / "model" / "config.json").is_file() and saved.is_file():
-            changed = settings_drift(read_yaml(saved), to_dict(cfg))
-            if changed:  # a reused stage is skipped whatever the config says now: say so, loudly
-                log.warning("[train %s] reusing %s, trained with other settings (%s); delete it to retrain",
-                            name, out, "; ".join(changed))
-        self._stage(f"train {name}", out / "model" / "config.json", lambda: run_training(cfg))
+        self._stage(f"train {name}", out / "model" / "config.json", lambda: run_training(cfg), to_dict(cfg),
+                    saved=out / "config.yaml")
         return str(out / "model")
 
     def _dev_problems(self):
