@@ -1,4 +1,5 @@
-"""Process-level plumbing every job needs the same way: the Ray connection and a free local port.
+"""Process-level plumbing every job needs the same way: the Ray connection, a free local port, and
+the facts about this machine that decide whether a re-run gives the same numbers.
 
 Ray: an explicit address, else RAY_ADDRESS, else a local cluster. `import ray` happens inside the
 function, so importing this module (and `genrm_rl`) stays cheap.
@@ -32,3 +33,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def numerics_fingerprint() -> dict:
+    """What float results depend on besides the code, config and seed: the torch build and the kernels
+    it picks for this processor. A re-run reproduces a run bit for bit where these match (measured:
+    seed 1 of the quickstart twice on one machine, every weight equal), not necessarily elsewhere (the
+    committed seed-1 generator did not come back on another machine; docs/experiments.md)."""
+    import torch
+
+    fact = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        fact["cuda_device"] = torch.cuda.get_device_name(0)
+    return fact

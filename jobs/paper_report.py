@@ -163,11 +163,21 @@ def _comparisons_md(result: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _numerics_md(summary: dict) -> str:
+    """Where the numbers were made: a re-run is bitwise equal only on the same torch build and kernels."""
+    fact = summary.get("numerics")
+    if not fact:
+        return ""
+    where = fact.get("cuda_device") or f"{fact['cpu_capability']} CPU kernels, {fact['threads']} threads"
+    return f" Numerics: torch {fact['torch']}, {where}."
+
+
 def write_report(summary: dict, path: Path) -> None:
     lines = [f"# GenRM reproduction: {summary['task']}, seed {summary['seed']}", "",
              f"Stage time {summary['stage_minutes_total']} min. Policy: {Path(summary['policy']['chosen']).name} "
              f"(sampled dev accuracy {summary['policy']['checks'][-1]['dev_sampled_accuracy']:.2f}, target "
-             f"{summary['policy']['target']}).", "", "## Targets", "", _targets_md(summary["targets"])]
+             f"{summary['policy']['target']}).{_numerics_md(summary)}", "", "## Targets", "",
+             _targets_md(summary["targets"])]
     for r in summary["sets"].values():
         lines += [f"## {r['title']}", "", r["table"], _comparisons_md(r)]
         if "k_curve" in r:

@@ -439,7 +439,7 @@ class Pipeline:
         return path
 
     def run(self) -> dict:
-        from genrm_rl.runtime import ensure_ray
+        from genrm_rl.runtime import ensure_ray, numerics_fingerprint
         from jobs.paper_report import evaluate_sets, write_report
 
         cfg = self.cfg
@@ -473,7 +473,7 @@ class Pipeline:
             "minutes": round((time.time() - t_start) / 60, 1),
             "stage_seconds": self.timings, "stage_seconds_all_runs": self.ledger,
             "stage_minutes_total": round(sum(self.ledger.values()) / 60, 1),
-            "generator_checks": self.generator_checks, "policy": self.policy,
+            "generator_checks": self.generator_checks, "policy": self.policy, "numerics": numerics_fingerprint(),
             **reports,
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))

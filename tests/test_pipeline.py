@@ -71,6 +71,9 @@ def test_reproduce_smoke(ray_session, tmp_path, caplog):
     stats = json.loads((out / "genrm_cot" / "data_stats.json").read_text())
     assert stats["verify"] > 0 and "excluded" in stats
     assert {t["target"] for t in summary["targets"]} and "## Targets" in (out / "report.md").read_text()
+    # where the numbers were made: a re-run is bitwise equal only on the same torch build and CPU kernels
+    assert summary["numerics"]["torch"] and summary["numerics"]["cpu_capability"]
+    assert "CPU kernels" in (out / "report.md").read_text() or "cuda_device" in summary["numerics"]
     # a re-run finds every stage done and only re-evaluates; with the same settings, it warns of nothing
     caplog.clear()
     again = Pipeline(cfg).run()
