@@ -10,6 +10,7 @@ caller's and are raised at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Sequence
 
@@ -25,6 +26,23 @@ def retry_delay(attempt: int, backoff: float, retry_after=None) -> float:
     except (TypeError, ValueError):
         pass
     return min(30.0, backoff * 2**attempt)
+
+
+@functools.lru_cache(maxsize=1)
+def _tls_context():
+    """One TLS context for every https client in the process: building one loads the CA bundle
+    (~30 ms of CPU), which a trainer opening a client per thread would pay per thread."""
+    import ssl
+
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def _verify_for(url: str):
+    """httpx's `verify` for `url`: plain http needs no TLS context at all (httpx builds one per
+    client otherwise, 30 ms each: measured as most of the benchmark clients' CPU at 32 threads)."""
+    return False if url.startswith("http://") else _tls_context()
 
 
 class RewardServiceError(RuntimeError):
@@ -59,7 +77,7 @@ class RewardClient:
         self.url = url.rstrip("/")
         self.retries, self.backoff = retries, backoff
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(timeout=timeout, headers=headers)
+        self._http = httpx.Client(timeout=timeout, headers=headers, verify=_verify_for(self.url))
 
     def _post(self, path: str, body: dict) -> dict:
         import httpx
@@ -115,7 +133,7 @@ class AsyncRewardClient:
         loop = asyncio.get_running_loop()
         if self._http is None or self._loop is not loop:  # one pool per event loop
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            self._http = httpx.AsyncClient(timeout=self.timeout, headers=headers,
+            self._http = httpx.AsyncClient(timeout=self.timeout, headers=headers, verify=_verify_for(self.url),
                                            limits=httpx.Limits(max_connections=self.max_connections))
             self._loop = loop
         return self._http

@@ -33,10 +33,10 @@ class ServeConfig:
     router_name: str = option("genrm_reward_router", help="named Ray actor of the router")
     namespace: str = option("genrm_rl", help="Ray namespace")
     ray_address: str = option("", help="Ray cluster address ('' = RAY_ADDRESS or a local cluster)")
-    http: bool = option(True, help="start the HTTP front (Ray Serve)")
+    http: bool = option(True, help="serve HTTP (uvicorn, in the router actor)")
     host: str = option("127.0.0.1", help="HTTP bind address (loopback unless told otherwise)")
     port: int = option(8000, help="HTTP port")
-    access_log: bool = option(False, help="log every HTTP request (Ray Serve access log); off by default because at "
+    access_log: bool = option(False, help="log every HTTP request (uvicorn's access log); off by default because at "
                                             "RL request rates the log lines cost CPU the verifier needs")
     auth_token: str = option("", help="if set, requests need 'Authorization: Bearer <token>'")
     max_body_bytes: int = option(8 * 1024 * 1024, help="largest request body")

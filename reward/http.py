@@ -1,4 +1,4 @@
-"""HTTP front of the reward service: one Ray Serve deployment that reads Starlette requests directly.
+"""HTTP front of the reward service: an ASGI app served by uvicorn inside the router actor.
 
     POST /score       {"items": [{"question", "solution"}], "mode"?, "k"?} -> {"results": [...]}
     POST /get_reward  OpenRLHF remote RM protocol -> {"rewards", "scores", "extra_logs"}
@@ -6,28 +6,38 @@
     GET  /metrics     Prometheus text: requests, items, batch sizes, latency, cache hits, failures
     GET  /stats       the same numbers as JSON
 
-Why no FastAPI routing: a FastAPI ingress on a class resolves each handler's `request: Request`
-annotation, and how it does that changed between releases (fastapi 0.165 reads it as a query
-parameter and answers every POST with 422). Ray Serve hands a plain deployment the Starlette
-`Request` itself, so the routing here is a dictionary and depends on no annotation at all.
+Why in the router's own process and event loop (not a Ray Serve app): every request the router
+batches used to cross a Serve HTTP proxy actor, a Serve ingress replica and an actor call into the
+router, ~9 ms of CPU per request in processes that share the machine with the verifier (measured:
+the proxy and the ingress took more CPU than the router itself; on a 2-core node the HTTP service
+then scored 72-83% of what the verifier scores called directly). Here a request is parsed
+(`reward.protocol`) and awaited on the router's `score` coroutine in the same loop: no hop, no
+serialization. It is what OpenRLHF's and verl's reward servers are too: one uvicorn app.
+Because the server lives in the router, Ray's restart of a crashed router restarts it on the same
+port (clients retry connection errors).
 
-The deployment holds no model; it parses (`reward.protocol`), then awaits the router actor.
+Why no FastAPI routing: a FastAPI app resolves each handler's `request: Request` annotation, and how
+it does that changed between releases (fastapi 0.165 read it as a query parameter and answered every
+POST with 422); here the routing is a dictionary over Starlette requests.
 Client mistakes get a 4xx JSON `{"error": ...}`; a timed-out request 504; no live replica 503.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
+import logging
+import socket
 
-import ray
-from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from genrm_rl.config import from_dict
 from reward.config import ServeConfig
 from reward.protocol import GetRewardParser, parse_json_body, parse_score_request
 from reward.router import ServiceError
+
+log = logging.getLogger("genrm_rl.reward")
 
 
 def _error(err: ServiceError) -> JSONResponse:
@@ -35,22 +45,24 @@ def _error(err: ServiceError) -> JSONResponse:
     return JSONResponse({"error": str(err)}, status_code=err.status, headers=headers)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=4096)
 class RewardHTTP:
-    def __init__(self, serve_cfg: dict):
-        self.cfg = from_dict(ServeConfig, serve_cfg)
-        self.router = ray.get_actor(self.cfg.router_name, namespace=self.cfg.namespace)
-        self.get_reward_parser = GetRewardParser.for_service(self.cfg)
-        # Backpressure at the edge: items this ingress has sent to the router and not yet answered. Past
-        # what the router may queue plus what its replicas may hold, a request is refused here, before
-        # an actor call, so an overloaded service still answers 503 in milliseconds.
-        self.inflight_items = 0
-        self.inflight_limit = (self.cfg.max_queued_items
-                               + self.cfg.num_replicas * self.cfg.max_inflight_per_replica * self.cfg.max_batch_size)
+    """The ASGI app. `router` is the `RewardRouter` object whose event loop serves the app (its
+    `score`, `health`, `prometheus` and `get_metrics` are called in-process)."""
+
+    def __init__(self, router, cfg: ServeConfig):
+        self.router, self.cfg = router, cfg
+        self.get_reward_parser = GetRewardParser.for_service(cfg)
         self.routes = {("POST", "/score"): self.score, ("POST", "/get_reward"): self.get_reward,
                        ("GET", "/health"): self.health, ("GET", "/metrics"): self.metrics, ("GET", "/stats"): self.stats}
 
-    async def __call__(self, request: Request) -> Response:
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":  # uvicorn runs with lifespan="off"; websockets are not served
+            return
+        request = Request(scope, receive)
+        response = await self.handle(request)
+        await response(scope, receive, send)
+
+    async def handle(self, request: Request) -> Response:
         path = request.url.path.rstrip("/") or "/"
         handler = self.routes.get((request.method, path))
         try:
@@ -64,7 +76,11 @@ class RewardHTTP:
             return await handler(request)
         except ServiceError as err:
             return _error(err)
-        except ray.exceptions.RayError as err:
+        except Exception as err:  # noqa: BLE001 - a Ray failure under the router (not the client's fault)
+            from ray.exceptions import RayError
+
+            if not isinstance(err, RayError):
+                raise
             return _error(ServiceError(503, f"reward service unavailable: {type(err).__name__}"))
 
     def _authorize(self, request: Request) -> None:
@@ -86,16 +102,7 @@ class RewardHTTP:
         return parse_json_body(bytes(body), self.cfg.max_body_bytes)
 
     async def _score(self, items, mode, k) -> list[dict]:
-        if self.inflight_items + len(items) > self.inflight_limit:
-            self.router.count_rejected.remote()  # fire and forget: the metric, not the answer, needs the router
-            raise ServiceError(503, f"overloaded: {self.inflight_items} items in flight, {len(items)} more would pass "
-                                    f"{self.inflight_limit} (max_queued_items + what the replicas hold); retry later",
-                               retry_after=self.cfg.overload_retry_after_s)
-        self.inflight_items += len(items)
-        try:
-            reply = await self.router.score.remote(items, mode, k)
-        finally:
-            self.inflight_items -= len(items)
+        reply = await self.router.score(items, mode, k)
         if "error" in reply:
             raise ServiceError(reply["status"], reply["error"], reply.get("retry_after"))
         return reply["results"]
@@ -112,58 +119,89 @@ class RewardHTTP:
                              "extra_logs": {"genrm_forced_verdicts": [r["num_forced"] for r in results]}})
 
     async def health(self, request: Request) -> Response:
-        try:
-            info = await self.router.health.remote()
-        except ray.exceptions.RayError as err:
-            raise ServiceError(503, f"router unavailable: {type(err).__name__}") from None
+        info = self.router.health()
         return JSONResponse(info, status_code=200 if info["replicas_alive"] else 503)
 
     async def metrics(self, request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        return Response(await self.router.prometheus.remote(), media_type=CONTENT_TYPE_LATEST)
+        return Response(self.router.prometheus(), media_type=CONTENT_TYPE_LATEST)
 
     async def stats(self, request: Request) -> Response:
-        return JSONResponse(await self.router.get_metrics.remote())
+        return JSONResponse(self.router.get_metrics())
 
 
-def start_http(cfg: ServeConfig) -> str:
-    """Deploy the HTTP front as a Serve app named after the service's router (so two services on one
-    cluster never replace each other) and return its URL.
-
-    A Ray cluster has one Serve HTTP proxy, bound to the port it was first started with; a second
-    HTTP service on that cluster must use the same port and cannot take "/" while another app has it.
-    Both are refused here with what to change, rather than answering on a port nobody listens on."""
-    from ray import serve
-
-    from genrm_rl.config import to_dict
-
-    running = _running_http()
-    if running is not None:
-        port, apps = running
-        if port != cfg.port:
-            raise ValueError(f"Ray Serve on this cluster already listens on port {port} (apps: {', '.join(apps) or 'none'}); "
-                             f"its HTTP proxy keeps that port: start this service with port={port}, or stop the other "
-                             "service first")
-        if apps and cfg.router_name not in apps:
-            raise ValueError(f"Serve app(s) {', '.join(apps)} already serve '/' on port {port}: one HTTP reward "
-                             "service per cluster; stop it, or run this one without http (Ray handle clients)")
-    logging_config = {"enable_access_log": cfg.access_log}
-    serve.start(http_options={"host": cfg.host, "port": cfg.port}, logging_config=logging_config)
-    serve.run(RewardHTTP.bind(to_dict(cfg)), name=cfg.router_name, route_prefix="/", blocking=False,
-              logging_config=logging_config)
-    return f"http://{cfg.host}:{cfg.port}"
-
-
-def _running_http() -> tuple[int, list[str]] | None:
-    """(port, app names) of this cluster's running Serve instance, or None when Serve is not running."""
-    from ray.serve.context import _connect
-
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything else starts, so a port in use is a ValueError
+    that names it (uvicorn would log the error and exit the process: here, the router actor)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # a restarted router takes its port back while the old connections sit in TIME_WAIT
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        client = _connect(raise_if_no_controller_running=False)
-    except Exception:  # noqa: BLE001 - no controller reachable: Serve is not running
-        return None
-    if client is None:
-        return None
-    port = ray.get(client._controller.get_http_config.remote()).port
-    return port, sorted(serve.status().applications)
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise ValueError(f"the reward service cannot listen on {host}:{port} ({err.strerror}): another process "
+                         f"(or another reward service on this node) has that port; start this one with another "
+                         f"port=") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def bind_when_free(host: str, port: int, wait_s: float) -> socket.socket:
+    """`bind`, retried for up to `wait_s` while the port is taken: a restarted router whose previous
+    process is not yet gone (Ray restarts it as soon as it is declared dead) gets its port back."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        try:
+            return bind(host, port)
+        except ValueError:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+            await asyncio.sleep(0.25)
+
+
+class _Server:
+    """uvicorn in the caller's running event loop, on an already bound socket."""
+
+    def __init__(self, app, sock: socket.socket, access_log: bool):
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            # the router actor's signals belong to Ray, not to this server
+            def install_signal_handlers(self) -> None:
+                pass
+
+            @contextlib.contextmanager
+            def capture_signals(self):
+                yield
+
+        self.sock = sock
+        self.server = Server(uvicorn.Config(app, lifespan="off", access_log=access_log,
+                                            log_level="info" if access_log else "warning",
+                                            timeout_keep_alive=75))
+        self.task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self.server.serve(sockets=[self.sock]))
+        while not self.server.started:
+            if self.task.done():  # it failed before serving: surface why
+                self.task.result()
+                raise RuntimeError("the HTTP server stopped before it started")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.task, 10)
+        self.sock.close()
+
+
+async def start_http(router, cfg: ServeConfig, sock: socket.socket) -> _Server:
+    """Serve `RewardHTTP(router, cfg)` on `sock` in the running loop (the router actor's)."""
+    server = _Server(RewardHTTP(router, cfg), sock, cfg.access_log)
+    await server.start()
+    return server

@@ -1,6 +1,7 @@
-"""The router: one async Ray actor in front of the verifier replicas.
+"""The router: one async Ray actor in front of the verifier replicas (and, with `http`, the HTTP
+server: `reward.http` runs in this actor's event loop).
 
-Why a router of our own rather than only Ray Serve's replica routing: GenRM-CoT is expensive and
+Why a router of our own rather than a serving framework's replica routing: GenRM-CoT is expensive and
 batching matters (one prefill per prompt, K rationales decoded together), identical
 (question, solution) pairs are common in RL (the same completion sampled twice, retries), and a
 replica that dies mid-batch must not lose or double-answer a request. So the router
@@ -75,6 +76,15 @@ def model_revision(model: str) -> str:
     return h.hexdigest()[:16]
 
 
+def _url_host(host: str) -> str:
+    """The host a client on another machine uses for a server bound to `host`."""
+    if host in ("0.0.0.0", "::", ""):
+        import ray
+
+        return ray.util.get_node_ip_address()
+    return f"[{host}]" if ":" in host else host
+
+
 class RewardRouter:
     """Created by `reward.service.start_service` as a named async actor."""
 
@@ -95,6 +105,18 @@ class RewardRouter:
         self._loop_task = None
         self._check_task = None
         self._starting: asyncio.Task | None = None
+        self._http = None
+        self.url: str | None = None
+        # Start at once, as an actor call to ourselves (queued until __init__ returns, then run in
+        # the actor's event loop): a router that Ray restarted after a crash has its replicas and,
+        # above all, its HTTP server back without waiting for a call that HTTP clients cannot make.
+        import warnings
+
+        import ray
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Ray's own current_actor uses a deprecated property
+            ray.get_runtime_context().current_actor.start.remote()
 
     # ---- replicas -----------------------------------------------------------------------------
     def _new_replica(self):
@@ -110,7 +132,8 @@ class RewardRouter:
         ).remote(to_dict(self.vcfg), threads)
 
     async def start(self) -> dict:
-        """Create the replicas and wait until every one has loaded its model. Safe to call from many
+        """Serve HTTP if `cfg.http`, create the replicas and wait until every one has loaded its
+        model. Safe to call from many
         requests at once (a restarted router receives all the retried calls together): the first
         call starts the replicas and the others wait for that same start."""
         if self._starting is None:
@@ -120,6 +143,18 @@ class RewardRouter:
 
     async def _start(self) -> None:
         self._work, self._slot_free = asyncio.Event(), asyncio.Event()
+        if self.cfg.http:
+            # HTTP first: a port in use fails the start before any replica exists, and a restarted
+            # router accepts connections at once (requests wait in `score` for the replicas)
+            import ray
+
+            from reward.http import bind_when_free, start_http
+
+            restarted = ray.get_runtime_context().was_current_actor_reconstructed
+            sock = await bind_when_free(self.cfg.host, self.cfg.port, wait_s=30.0 if restarted else 0.0)
+            self._http = await start_http(self, self.cfg, sock)
+            self.url = f"http://{_url_host(self.cfg.host)}:{self.cfg.port}"
+            log.info("reward service listening on %s", self.url)
         self.slots = [_Slot(i, self._new_replica()) for i in range(self.cfg.num_replicas)]
         await asyncio.gather(*(slot.handle.info.remote() for slot in self.slots))
         for slot in self.slots:
@@ -371,12 +406,7 @@ class RewardRouter:
         alive = sum(s.alive for s in self.slots)
         return {"status": "ok" if alive else "degraded", "replicas_alive": alive, "replicas": len(self.slots),
                 "queued": len(self.pending), "inflight": [s.inflight for s in self.slots], "mode": self.vcfg.mode, "k": self.vcfg.k, "model": self.vcfg.model,
-                "revision": self.revision, "pid": os.getpid()}
-
-    def count_rejected(self) -> None:
-        """A request the HTTP front refused itself for overload (it never reached `score`)."""
-        self.metrics.inc("requests")
-        self.metrics.inc("rejected_overload")
+                "revision": self.revision, "pid": os.getpid(), "url": self.url}
 
     def get_metrics(self) -> dict:
         return {**self.metrics.snapshot(), **self.health(), "cache_entries": len(self.cache)}
@@ -394,6 +424,9 @@ class RewardRouter:
     async def shutdown(self) -> None:
         import ray
 
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
         for s in self.slots:
             ray.kill(s.handle, no_restart=True)
         self.slots = []

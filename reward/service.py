@@ -26,42 +26,40 @@ class RewardService:
     def shutdown(self) -> None:
         import ray
 
-        if self.url:
-            from ray import serve
-
-            serve.delete(self.cfg.router_name)
-            # Serve's HTTP proxy keeps the port it was first started with for the cluster's lifetime;
-            # stopping it once no app is left lets the next service bind the port it asks for.
-            if not serve.status().applications:
-                serve.shutdown()
-        ray.get(self.router.shutdown.remote())
+        ray.get(self.router.shutdown.remote())  # stops the HTTP server (frees the port) and the replicas
         ray.kill(self.router, no_restart=True)
 
 
 def start_service(cfg: ServeConfig) -> RewardService:
     """Create the router actor (named, so other processes on the cluster find it), start and load
-    every replica, then the HTTP front if `cfg.http`."""
+    every replica, and its HTTP server if `cfg.http`. A port in use is a ValueError naming it."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from genrm_rl.runtime import ensure_ray
     from reward.router import RewardRouter
 
     ensure_ray(cfg.ray_address, namespace=cfg.namespace)
     # Ray restarts a router that dies (the replicas it owned die with it and the new one starts its
-    # own); a call in flight when it died is retried on the restarted router.
+    # own, and its HTTP server on the same port); a call in flight when it died is retried on the
+    # restarted router. It runs on this node (soft: elsewhere if this node is gone), so the HTTP
+    # address is the one the caller started it on.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     router = ray.remote(RewardRouter).options(
         name=cfg.router_name, namespace=cfg.namespace, num_cpus=0, max_concurrency=100_000, get_if_exists=False,
-        max_restarts=-1, max_task_retries=3,
+        max_restarts=-1, max_task_retries=3, scheduling_strategy=here,
     ).remote(to_dict(cfg))
-    health = ray.get(router.start.remote())
+    try:
+        health = ray.get(router.start.remote())
+    except ray.exceptions.RayTaskError as err:
+        ray.kill(router, no_restart=True)
+        if isinstance(err.cause, ValueError):
+            raise ValueError(str(err.cause)) from None
+        raise
     log.info("reward router ready: %s", health)
-    url = None
-    if cfg.http:
-        from reward.http import start_http
-
-        url = start_http(cfg)
-        log.info("reward service listening on %s", url)
-    return RewardService(cfg, router, url)
+    if health["url"]:
+        log.info("reward service listening on %s", health["url"])
+    return RewardService(cfg, router, health["url"])
 
 
 def serve_verifier(verifier, **serve) -> RewardService:

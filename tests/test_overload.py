@@ -1,7 +1,6 @@
 """Backpressure over real HTTP: ten times what the service can serve, for 30 s.
 
-Its own module because one Ray cluster has one Serve HTTP proxy: the module-scoped service of
-test_service.py is gone before this one starts."""
+Its own module: it saturates the machine for 30 s, which the other service tests should not share."""
 
 import concurrent.futures as cf
 import threading
@@ -24,7 +23,7 @@ def _items(tag: str) -> list[dict]:
 @pytest.mark.slow
 def test_ten_times_capacity_for_30s_is_refused_fast_and_memory_stays_bounded(ray_session, tiny_model_dir):
     """Offered load 10x the measured capacity, open loop: requests beyond what the service may hold get
-    503 with Retry-After at once (refused by the HTTP front, no actor call), the router's queue never
+    503 with Retry-After at once (refused by the router in the HTTP server's own loop), the router's queue never
     passes `max_queued_items`, its memory stays flat, and every accepted request is answered in full."""
     import psutil
     import ray

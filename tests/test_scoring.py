@@ -241,3 +241,32 @@ def test_verifier_uses_the_prompt_format_training_recorded(tiny_model_dir, tmp_p
     with caplog.at_level(logging.WARNING, logger="genrm_rl.verifier"):
         assert resolve_prompt_format(VerifierConfig(model=str(model), prompt_format="compact")) == "compact"
     assert "trained with prompt_format 'released' but is scored with 'compact'" in caplog.text
+
+
+def test_reserved_cache_layers_hold_what_concatenation_would():
+    """The decoding cache writes each step in place; what attention reads must be exactly what
+    transformers' concatenating layer holds, through repeats, row selection and growth past the room."""
+    import torch
+    from transformers.cache_utils import DynamicCache
+
+    from genrm_rl.backends.hf import reserved_cache
+
+    g = torch.Generator().manual_seed(0)
+    prefill = DynamicCache()
+    prefill.update(torch.randn(2, 3, 5, 4, generator=g), torch.randn(2, 3, 5, 4, generator=g), 0)
+    reference = DynamicCache()
+    reference.update(prefill.layers[0].keys.clone(), prefill.layers[0].values.clone(), 0)
+    reference.batch_repeat_interleave(3)
+    cache = reserved_cache(prefill, 3, room=2)
+    assert prefill.layers[0].keys.shape[0] == 2  # the prefill itself is untouched (adaptive rounds reuse it)
+    for step in range(4):  # 4 steps into room for 2: the layer grows
+        if step == 1:
+            keep = torch.tensor([0, 2, 3, 5])
+            cache.batch_select_indices(keep)
+            reference.batch_select_indices(keep)
+        rows = cache.layers[0].keys.shape[0]
+        k, v = torch.randn(rows, 3, 1, 4, generator=g), torch.randn(rows, 3, 1, 4, generator=g)
+        got = cache.update(k, v, 0)
+        want = reference.update(k.clone(), v.clone(), 0)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert cache.get_seq_length() == reference.get_seq_length() == 6 + step

@@ -58,17 +58,28 @@ def test_score_endpoint_matches_direct_verifier(http_service, direct_verifier):
     assert all(0 <= x["score"] <= 1 and x["mode"] == "direct" for x in results)
 
 
-def test_second_http_service_is_refused_clearly_and_the_first_keeps_serving(http_service):
-    """One Serve HTTP proxy per Ray cluster: another port, or '/' while this service has it, is a
-    ValueError that says what to change (it used to replace the running app or listen nowhere)."""
+def test_second_http_service_on_a_taken_port_is_refused_clearly_and_another_port_works(
+        http_service, tiny_model_dir):
+    """Each service's HTTP server lives in its own router: a second service on a port in use is a
+    ValueError naming the port (before it starts any replica, and leaving no router behind); on
+    another port it serves beside the first, which keeps serving."""
     import dataclasses
 
-    from reward.http import start_http
+    import ray
 
-    with pytest.raises(ValueError, match=f"already listens on port {http_service.cfg.port}"):
-        start_http(dataclasses.replace(http_service.cfg, port=free_port(), router_name="other"))
-    with pytest.raises(ValueError, match="one HTTP reward service per cluster"):
-        start_http(dataclasses.replace(http_service.cfg, router_name="other"))
+    from reward.service import start_service
+
+    taken = dataclasses.replace(http_service.cfg, router_name="second_router")
+    with pytest.raises(ValueError, match=f"cannot listen on 127.0.0.1:{http_service.cfg.port}"):
+        start_service(taken)
+    with pytest.raises(ValueError):
+        ray.get_actor("second_router", namespace=taken.namespace)
+    second = start_service(dataclasses.replace(taken, port=free_port(), num_replicas=1))
+    try:
+        assert second.url != http_service.url
+        assert post(second.url + "/score", json={"items": items(1)}).status_code == 200
+    finally:
+        second.shutdown()
     assert post(http_service.url + "/score", json={"items": items(1)}).status_code == 200
 
 
@@ -402,3 +413,88 @@ def test_batch_window_waits_for_a_burst_but_not_for_a_lone_request(ray_session, 
         assert after["batches"] - before["batches"] == 1 and after["batch_size_max"] == 6
     finally:
         service.shutdown()
+
+
+def test_killed_router_under_http_load_comes_back_on_its_port_and_answers_every_request(
+        ray_session, tiny_model_dir, direct_verifier):
+    """The HTTP server lives in the router: kill the router while 16 HTTP clients are sending, and
+    Ray's restart brings the server back on the same port; the project's `RewardClient` retries the
+    refused or reset connections, so every request gets its answer, equal to the verifier's."""
+    import ray
+
+    from genrm_rl.config import from_dict
+    from reward.client import RewardClient
+    from reward.config import ServeConfig
+    from reward.service import start_service
+
+    cfg = from_dict(ServeConfig, {
+        "verifier": {"model": tiny_model_dir, "mode": "direct", "batch_size": 8}, "num_replicas": 1,
+        "replica_cpus": 0.25, "max_batch_size": 8, "max_wait_ms": 1, "port": free_port(),
+        "router_name": "test_http_router_kill", "cache_size": 0,
+    })
+    service = start_service(cfg)
+    try:
+        first_pid = ray.get(service.router.health.remote())["pid"]
+        requests = [items(2, tag=f"hk{i}") for i in range(16)]
+        answers, errors = collections.defaultdict(list), []
+        go = threading.Event()
+
+        def run(i):
+            client = RewardClient(service.url, timeout=120)
+            go.wait()
+            for _ in range(3):
+                try:
+                    answers[i].append(client.score(requests[i]))
+                except Exception as err:  # noqa: BLE001 - the assertion below reports it
+                    errors.append(err)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        go.set()
+        time.sleep(0.2)
+        t_kill = time.monotonic()
+        ray.kill(service.router, no_restart=False)
+        for t in threads:
+            t.join(timeout=240)
+        recovered = time.monotonic() - t_kill
+        assert not errors, errors[:3]
+        assert all(len(answers[i]) == 3 for i in range(16))
+        health = httpx.get(service.url + "/health", timeout=30).json()
+        assert health["pid"] != first_pid and health["replicas_alive"] == 1 and health["url"] == service.url
+        want = [r.score for r in direct_verifier.score([(x["question"], x["solution"]) for x in requests[5]])]
+        assert [r["score"] for r in answers[5][-1]] == pytest.approx(want, abs=1e-5)
+        print(f"router killed under 16 HTTP clients: all 48 requests answered; load finished "
+              f"{recovered:.1f}s after the kill")
+    finally:
+        service.shutdown()
+
+
+def test_a_taken_port_is_a_clear_error_or_waited_for():
+    """`bind` names the taken port; `bind_when_free` (what a restarted router uses) gets the port
+    once the process that held it lets go."""
+    import asyncio
+    import socket
+
+    from reward.http import bind, bind_when_free
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    with pytest.raises(ValueError, match=f"cannot listen on 127.0.0.1:{port}"):
+        bind("127.0.0.1", port)
+
+    async def release_then_bind():
+        asyncio.get_running_loop().call_later(0.5, holder.close)
+        return await bind_when_free("127.0.0.1", port, wait_s=10)
+
+    sock = asyncio.run(release_then_bind())
+    assert sock.getsockname()[1] == port
+    sock.close()
+    held = bind("127.0.0.1", port)  # without a wait, a taken port fails at once
+    try:
+        with pytest.raises(ValueError):
+            asyncio.run(bind_when_free("127.0.0.1", port, wait_s=0))
+    finally:
+        held.close()

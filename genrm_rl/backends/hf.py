@@ -4,6 +4,8 @@ Why a custom sampling loop instead of `generate(num_return_sequences=K)`: `gener
 prompt K times and prefills all copies. Here each prompt is prefilled once, its KV cache is
 repeated K times, and decoding reads p(Yes) at the exact step a rationale reaches the verdict cue,
 so no second pass over the rationale is needed. Finished rows are dropped from the cache in chunks.
+The decoding cache (`reserved_cache`) has room for every token a row may add and is written in
+place: transformers' default layer concatenates, copying the whole cache at every step.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import copy
 from collections.abc import Sequence
 
 import torch
+from transformers.cache_utils import Cache, DynamicLayer
 
 from genrm_rl.backends import RationaleSample
 from genrm_rl.prompts import NO, VERDICT_CUE, YES
@@ -175,8 +178,8 @@ class TransformersBackend:
 
         pad = self.tokenizer.pad_token_id
         prefill = prefill or self._prefill(prompts)
-        cache = prefill.cache  # decoding extends it: a reused prefill passes a copy (`_Prefill.rows`)
-        cache.batch_repeat_interleave(k)  # one prefill, K decoding rows per prompt
+        # one prefill, K decoding rows per prompt, with room for every token the rows may add
+        cache = reserved_cache(prefill.cache, k, room=max_new_tokens + len(self.verdict.prefix_ids) + 1)
         logits = prefill.logits.repeat_interleave(k, 0)
         mask = prefill.mask.repeat_interleave(k, 0)
         next_pos = prefill.last_pos.repeat_interleave(k, 0) + 1
@@ -242,6 +245,53 @@ class TransformersBackend:
                              past_key_values=cache, use_cache=True)
             cache, logits = out.past_key_values, out.logits[:, -1]
             next_pos = next_pos + 1
+
+
+class _ReservedLayer(DynamicLayer):
+    """A KV cache layer whose keys and values are views into buffers with room for more tokens: a
+    decoding step writes its one token in place. transformers' `DynamicLayer` concatenates, copying
+    the whole cache every step (28% of the decoding time at K=8 in a profile; BENCHMARKS.md)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int):
+        super().__init__()
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+        self._reserve(keys, values, room)
+
+    def _reserve(self, keys, values, room: int) -> None:
+        b, h, t, d = keys.shape
+        self._k, self._v = keys.new_empty((b, h, t + room, d)), values.new_empty((b, h, t + room, d))
+        self._k[:, :, :t], self._v[:, :, :t] = keys, values
+        self._set_length(t)
+
+    def _set_length(self, t: int) -> None:
+        self._n = t
+        self.keys, self.values = self._k[:, :, :t], self._v[:, :, :t]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        n = key_states.shape[-2]
+        if self._n + n > self._k.shape[-2]:  # out of room (not on the decoding path): grow
+            self._reserve(self.keys, self.values, max(n, 64))
+        self._k[:, :, self._n:self._n + n], self._v[:, :, self._n:self._n + n] = key_states, value_states
+        self._set_length(self._n + n)
+        return self.keys, self.values
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        room = self._k.shape[-2] - self._n
+        self._reserve(self.keys.repeat_interleave(repeats, 0), self.values.repeat_interleave(repeats, 0), room)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._k, self._v = self._k[indices], self._v[indices]
+        self._set_length(self._n)
+
+
+def reserved_cache(cache, repeats: int, room: int) -> Cache:
+    """`cache` (a prefill's) with every row repeated `repeats` times, in `_ReservedLayer`s that hold
+    `room` more tokens. The prefill's own cache is left as it was (adaptive rounds reuse it)."""
+    layers = []
+    for layer in cache.layers:
+        index = torch.arange(layer.keys.shape[0], device=layer.keys.device).repeat_interleave(repeats)
+        layers.append(_ReservedLayer(layer.keys[index], layer.values[index], room))
+    return Cache(layers=layers)
 
 
 class _Prefill:
