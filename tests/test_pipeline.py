@@ -116,6 +116,7 @@ def test_benchmarks_smoke(ray_session, trained_verifier_dir, tmp_path):
                       adaptive_k_min=2, adaptive_k_round=2, soak_requests=60, soak_cache=8,
                       out_dir=str(tmp_path / "bench"), markdown=str(md))
     result = run_bench(cfg)
+    assert result["config"]["device"] == "cpu"  # "auto" resolved: the same suite takes the GPU on a GPU node
     assert result["scoring"]["cot_k2"]["speedup_verifications"] > 0
     assert result["service"]["threads_1"]["http_c4"]["ok"] == 6  # service_pairs, not num_pairs
     assert result["training"]["deepspeed_zero2_2w"]["workers"] == 2

@@ -71,6 +71,9 @@ class BenchConfig:
     out_dir: str = option("runs/bench", help="JSON results")
     markdown: str = option("BENCHMARKS.md", help="markdown file the results are appended to")
     seed: int = option(0, help="seed")
+    device: str = option("auto", help="where the verifier runs: auto (cuda if available), cpu, cuda. On a GPU node "
+                                      "the same suite runs unchanged: replicas take one GPU each, training uses "
+                                      "Ray Train's GPU workers (as many as there are GPUs)")
 
     def __post_init__(self):
         if not Path(self.model).joinpath("config.json").is_file():
@@ -126,7 +129,7 @@ def naive_cot(model, tok, fmt, pairs, k, max_new_tokens, seed) -> tuple[int, flo
     generated = 0
     t0 = time.perf_counter()
     for q, s in pairs:
-        enc = tok(fmt.cot(q, s), add_special_tokens=False, return_tensors="pt")
+        enc = tok(fmt.cot(q, s), add_special_tokens=False, return_tensors="pt").to(model.device)
         with torch.no_grad():
             out = model.generate(**enc, do_sample=True, temperature=1.0, max_new_tokens=max_new_tokens,
                                  num_return_sequences=k, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
@@ -138,7 +141,7 @@ def naive_cot(model, tok, fmt, pairs, k, max_new_tokens, seed) -> tuple[int, flo
             rationale = text[: cut + len(VERDICT_CUE)] if cut >= 0 else text + "\n" + VERDICT_CUE
             full = tok(fmt.cot(q, s) + rationale, add_special_tokens=False).input_ids + list(vt.prefix_ids)
             with torch.no_grad():
-                logits = model(torch.tensor([full])).logits[0, -1]
+                logits = model(torch.tensor([full], device=model.device)).logits[0, -1]
             yes_probability(logits, vt.yes_id, vt.no_id)
     return generated, time.perf_counter() - t0
 
@@ -155,7 +158,7 @@ def bench_scoring(cfg: BenchConfig, pairs) -> dict:
     rows = {}
     for k in cfg.ks:
         v = GenerativeVerifier(VerifierConfig(model=cfg.model, mode="cot", k=k, batch_size=cfg.batch_size,
-                                              max_new_tokens=cfg.max_new_tokens, device="cpu", seed=cfg.seed))
+                                              max_new_tokens=cfg.max_new_tokens, device=cfg.device, seed=cfg.seed))
         v.score(pairs)  # warm-up: a whole untimed pass (the first pass of a process runs ~1.5x slower)
         t0 = time.perf_counter()
         res = v.score(pairs)
@@ -178,18 +181,18 @@ def bench_scoring(cfg: BenchConfig, pairs) -> dict:
             row["vllm_verifications_per_s"], row["vllm_tokens_per_s"] = got["verifications_per_s"], got["tokens_per_s"]
             row["vllm_speedup_verifications"] = got["verifications_per_s"] / row["naive_verifications_per_s"]
     # direct: batched forward vs one forward per pair
-    v = GenerativeVerifier(VerifierConfig(model=cfg.model, mode="direct", batch_size=cfg.batch_size, device="cpu"))
+    v = GenerativeVerifier(VerifierConfig(model=cfg.model, mode="direct", batch_size=cfg.batch_size, device=cfg.device))
     v.score(pairs[:2])
     t0 = time.perf_counter()
     v.score(pairs)
     batched = len(pairs) / (time.perf_counter() - t0)
-    model, tok = load_causal_lm(cfg.model, "cpu"), load_tokenizer(cfg.model)
+    model, tok = load_causal_lm(cfg.model, cfg.device), load_tokenizer(cfg.model)
     vt = verdict_tokens(tok)
     t0 = time.perf_counter()
     for q, s in pairs:
         ids = tok(fmt.direct(q, s), add_special_tokens=False).input_ids + list(vt.prefix_ids)
         with torch.no_grad():
-            yes_probability(model(torch.tensor([ids])).logits[0, -1], vt.yes_id, vt.no_id)
+            yes_probability(model(torch.tensor([ids], device=model.device)).logits[0, -1], vt.yes_id, vt.no_id)
     naive = len(pairs) / (time.perf_counter() - t0)
     rows["direct"] = {"batched_verifications_per_s": batched, "naive_verifications_per_s": naive,
                       "speedup_verifications": batched / naive}
@@ -203,7 +206,7 @@ def _vllm_rate(cfg: BenchConfig, pairs, k: int) -> dict:
     import sys
 
     spec = {"model": cfg.model, "pairs": pairs, "k": k, "batch_size": cfg.batch_size,
-            "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed}
+            "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed, "device": cfg.device}
     proc = subprocess.run([sys.executable, "-m", "jobs.bench.vllm_rate", json.dumps(spec)], capture_output=True,
                           text=True, timeout=1800)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -213,6 +216,10 @@ def _vllm_rate(cfg: BenchConfig, pairs, k: int) -> dict:
 
 
 # ---- 2. service ----------------------------------------------------------------------------------
+def _replica_gpus(cfg: BenchConfig) -> float:
+    return 1.0 if cfg.device.startswith("cuda") else 0.0
+
+
 def _direct_rate(verifier, pairs, batch_size) -> float:
     t0 = time.perf_counter()
     for i in range(0, len(pairs), batch_size):
@@ -240,7 +247,7 @@ def bench_service(cfg: BenchConfig, pairs) -> dict:
     ensure_ray()
     default_threads = torch.get_num_threads()
     vcfg = VerifierConfig(model=cfg.model, mode="cot", k=cfg.service_k, batch_size=cfg.batch_size,
-                          max_new_tokens=cfg.max_new_tokens, device="cpu", seed=cfg.seed)
+                          max_new_tokens=cfg.max_new_tokens, device=cfg.device, seed=cfg.seed)
     rows = {}
     for threads in cfg.service_threads:
         threads = threads or default_threads
@@ -253,7 +260,7 @@ def bench_service(cfg: BenchConfig, pairs) -> dict:
         # one batch at a time at the replica, so that batches fill while it computes (throughput,
         # not latency, is measured here); the replica gets the same torch threads as the direct run
         service = serve_verifier(vcfg, http=True, port=port, num_replicas=1, replica_cpus=float(threads),
-                                 max_batch_size=cfg.batch_size, max_inflight_per_replica=1,
+                                 replica_gpus=_replica_gpus(cfg), max_batch_size=cfg.batch_size, max_inflight_per_replica=1,
                                  max_wait_ms=cfg.service_max_wait_ms, batch_gap_ms=cfg.service_batch_gap_ms,
                                  cache_size=0, router_name="bench_router")
         row = {"threads": threads, "direct_before_verifications_per_s": direct_before}
@@ -312,8 +319,8 @@ def bench_adaptive(cfg: BenchConfig) -> dict:
     for name, rule in ADAPTIVE_RULES:
         v = GenerativeVerifier(VerifierConfig(
             model=cfg.model, mode="cot", k=cfg.adaptive_k, adaptive=rule, k_min=cfg.adaptive_k_min,
-            k_round=cfg.adaptive_k_round, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, device="cpu",
-            seed=cfg.seed))
+            k_round=cfg.adaptive_k_round, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+            device=cfg.device, seed=cfg.seed))
         v.score(items[:2])  # warm-up
         t0 = time.perf_counter()
         res = []
@@ -363,9 +370,9 @@ def bench_soak(cfg: BenchConfig) -> dict:
     from reward.service import serve_verifier
 
     ensure_ray()
-    vcfg = VerifierConfig(model=cfg.model, mode="direct", batch_size=cfg.batch_size, device="cpu")
+    vcfg = VerifierConfig(model=cfg.model, mode="direct", batch_size=cfg.batch_size, device=cfg.device)
     service = serve_verifier(vcfg, http=True, port=free_port(), num_replicas=1, replica_cpus=1.0,
-                             max_batch_size=cfg.batch_size, cache_size=cfg.soak_cache, router_name="bench_soak_router")
+                             replica_gpus=_replica_gpus(cfg), max_batch_size=cfg.batch_size, cache_size=cfg.soak_cache, router_name="bench_soak_router")
     try:
         router = psutil.Process(ray.get(service.router.health.remote())["pid"])
         replica = psutil.Process(next(a.pid for a in list_actors(
@@ -410,6 +417,11 @@ def bench_training(cfg: BenchConfig) -> dict:
     out = Path(cfg.out_dir) / "train"
     rows = {}
     variants = [("torch_1w", "torch", 1), ("deepspeed_zero2_1w", "deepspeed", 1), ("deepspeed_zero2_2w", "deepspeed", 2)]
+    on_gpu = cfg.device.startswith("cuda")
+    if on_gpu:
+        import torch
+
+        variants = [v for v in variants if v[2] <= torch.cuda.device_count()]  # one GPU per worker
     for name, engine, workers in variants:
         run_dir = out / name
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -418,7 +430,8 @@ def bench_training(cfg: BenchConfig) -> dict:
             "launcher": "ray", "data": {"task": cfg.task, "num_problems": 400, "val_fraction": 0.0},
             "max_steps": cfg.train_steps + 5, "micro_batch_size": cfg.train_micro_batch // workers, "log_every": 5,
             "tensorboard": False, "export": False,
-            "ray": {"num_workers": workers, "cpus_per_worker": (os.cpu_count() or 2) / workers},
+            "ray": {"num_workers": workers, "use_gpu": on_gpu,
+                    "cpus_per_worker": 1.0 if on_gpu else (os.cpu_count() or 2) / workers},
         })
         run_training(tcfg)
         logs = [obj for _, obj in iter_jsonl(run_dir / "metrics.jsonl")]
@@ -430,8 +443,10 @@ def bench_training(cfg: BenchConfig) -> dict:
 
 
 def run_bench(cfg: BenchConfig) -> dict:
+    from genrm_rl.modeling import resolve_device
     from genrm_rl.runtime import ensure_ray
 
+    cfg = dataclasses.replace(cfg, device=resolve_device(cfg.device))
     pairs = workload(cfg)
     result = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "hardware": hardware(),
               "config": to_dict(cfg)}
@@ -518,7 +533,7 @@ def markdown(r: dict) -> str:
     if "training" in r:
         t = r["training"]
         lines += ["| training (joint-loss SFT) | workers | tokens/s |", "|---|---|---|"]
-        for name in ("torch_1w", "deepspeed_zero2_1w", "deepspeed_zero2_2w"):
+        for name in (n for n in ("torch_1w", "deepspeed_zero2_1w", "deepspeed_zero2_2w") if n in t):
             lines.append(f"| {name} | {t[name]['workers']} | {t[name]['tokens_per_s']:.0f} |")
         lines += ["", f"DeepSpeed ZeRO-2 (1 worker) / plain PyTorch: **{100 * t['zero2_1w_vs_torch']:.0f}%**", ""]
     return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ def main() -> None:
 
     spec = json.loads(sys.argv[1])
     verifier = GenerativeVerifier(VerifierConfig(
-        model=spec["model"], mode="cot", k=spec["k"], backend="vllm", device="cpu", batch_size=spec["batch_size"],
+        model=spec["model"], mode="cot", k=spec["k"], backend="vllm", device=spec.get("device", "cpu"), batch_size=spec["batch_size"],
         max_new_tokens=spec["max_new_tokens"], seed=spec["seed"], vllm_gpu_memory_utilization=0.2))
     pairs = [tuple(x) for x in spec["pairs"]]
     verifier.score(pairs[:2])  # warm-up
