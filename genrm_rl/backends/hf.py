@@ -10,7 +10,6 @@ place: transformers' default layer concatenates, copying the whole cache at ever
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
@@ -179,7 +178,8 @@ class TransformersBackend:
         pad = self.tokenizer.pad_token_id
         prefill = prefill or self._prefill(prompts)
         # one prefill, K decoding rows per prompt, with room for every token the rows may add
-        cache = reserved_cache(prefill.cache, k, room=max_new_tokens + len(self.verdict.prefix_ids) + 1)
+        cache = reserved_cache(prefill.cache, k, room=max_new_tokens + len(self.verdict.prefix_ids) + 1,
+                               rows=prefill.index)
         logits = prefill.logits.repeat_interleave(k, 0)
         mask = prefill.mask.repeat_interleave(k, 0)
         next_pos = prefill.last_pos.repeat_interleave(k, 0) + 1
@@ -284,28 +284,31 @@ class _ReservedLayer(DynamicLayer):
         self._set_length(self._n)
 
 
-def reserved_cache(cache, repeats: int, room: int) -> Cache:
-    """`cache` (a prefill's) with every row repeated `repeats` times, in `_ReservedLayer`s that hold
-    `room` more tokens. The prefill's own cache is left as it was (adaptive rounds reuse it)."""
+def reserved_cache(cache, repeats: int, room: int, rows: list[int] | None = None) -> Cache:
+    """Rows `rows` (default: all) of `cache` (a prefill's), each repeated `repeats` times, in
+    `_ReservedLayer`s that hold `room` more tokens. The prefill's own cache is only read, so adaptive
+    rounds decode from it again without a copy."""
     layers = []
     for layer in cache.layers:
-        index = torch.arange(layer.keys.shape[0], device=layer.keys.device).repeat_interleave(repeats)
+        index = torch.arange(layer.keys.shape[0]) if rows is None else torch.tensor(rows)
+        index = index.to(layer.keys.device).repeat_interleave(repeats)
         layers.append(_ReservedLayer(layer.keys[index], layer.values[index], room))
     return Cache(layers=layers)
 
 
 class _Prefill:
     """A batch of prompts run through the model once: the KV cache, next-token logits, mask and last
-    positions. `rows(...)` selects prompts from a copy, for decoding rounds that reuse it."""
+    positions. `rows(...)` selects prompts for a decoding round that reuses it; the cache is shared,
+    never written (decoding copies the rows it needs into a `reserved_cache`)."""
 
-    def __init__(self, cache, logits, mask, last_pos):
+    def __init__(self, cache, logits, mask, last_pos, index: list[int] | None = None):
         self.cache, self.logits, self.mask, self.last_pos = cache, logits, mask, last_pos
+        self.index = index  # rows of `cache` these prompts are (None: all, in order)
 
     def rows(self, index: list[int]) -> _Prefill:
-        cache = copy.deepcopy(self.cache)
-        if index != list(range(self.logits.shape[0])):
-            cache.batch_select_indices(torch.tensor(index, device=self.logits.device))
-        return _Prefill(cache, self.logits[index], self.mask[index], self.last_pos[index])
+        base = self.index or list(range(self.cache.layers[0].keys.shape[0]))
+        return _Prefill(self.cache, self.logits[index], self.mask[index], self.last_pos[index],
+                        [base[i] for i in index])
 
 
 class _Row:
