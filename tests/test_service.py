@@ -288,6 +288,37 @@ def test_killed_replica_mid_load_loses_nothing(ray_session, tiny_model_dir, dire
 
 
 @pytest.mark.slow
+def _kill_router_under_load(service, requests, client_for, settle_s):
+    """One thread per request list, each sending it 3 times through `client_for(i)`, while the router
+    is killed as a crash (Ray restarts it) `settle_s` after they start. Returns the answers and
+    calls per thread, the errors, and the seconds from the kill to the last answer."""
+    import ray
+
+    answers: dict[int, list] = collections.defaultdict(list)
+    calls, errors, go = collections.Counter(), [], threading.Event()
+
+    def run(i):
+        client = client_for(i)
+        go.wait()
+        for _ in range(3):  # each client sends a few requests, the kill lands among them
+            try:
+                calls[i] += 1
+                answers[i].append(client.score(requests[i]))
+            except Exception as err:  # noqa: BLE001 - the caller's assertion reports it
+                errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    go.set()
+    time.sleep(settle_s)
+    t_kill = time.monotonic()
+    ray.kill(service.router, no_restart=False)
+    for t in threads:
+        t.join(timeout=240)
+    return answers, calls, errors, time.monotonic() - t_kill
+
+
 def test_killed_router_under_load_recovers_and_answers_every_request_once(ray_session, tiny_model_dir, direct_verifier):
     """Kill the router itself while 32 clients are waiting: Ray restarts it (its replicas die with it
     and it starts new ones, once, however many retried calls arrive together) and every client gets
@@ -315,29 +346,7 @@ def test_killed_router_under_load_recovers_and_answers_every_request_once(ray_se
         first_pid = ray.get(service.router.health.remote())["pid"]
         replicas_before = live_replicas()
         requests = [items(2, tag=f"rk{i}") for i in range(32)]
-        answers: dict[int, list] = {}
-        errors, calls = [], collections.Counter()
-        go = threading.Event()
-
-        def run(i):
-            go.wait()
-            for _ in range(3):  # each client sends a few requests, the kill lands among them
-                try:
-                    calls[i] += 1
-                    answers.setdefault(i, []).append(client.score(requests[i]))
-                except Exception as err:  # noqa: BLE001 - the assertion below reports it
-                    errors.append(err)
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(32)]
-        for t in threads:
-            t.start()
-        go.set()
-        time.sleep(0.3)
-        t_kill = time.monotonic()
-        ray.kill(service.router, no_restart=False)  # a crash: Ray restarts the actor
-        for t in threads:
-            t.join(timeout=240)
-        recovered = time.monotonic() - t_kill
+        answers, calls, errors, recovered = _kill_router_under_load(service, requests, lambda i: client, settle_s=0.3)
         assert not errors, errors[:3]
         assert all(len(answers[i]) == calls[i] == 3 for i in range(32))
         health = ray.get(service.router.health.remote())
@@ -436,28 +445,8 @@ def test_killed_router_under_http_load_comes_back_on_its_port_and_answers_every_
     try:
         first_pid = ray.get(service.router.health.remote())["pid"]
         requests = [items(2, tag=f"hk{i}") for i in range(16)]
-        answers, errors = collections.defaultdict(list), []
-        go = threading.Event()
-
-        def run(i):
-            client = RewardClient(service.url, timeout=120)
-            go.wait()
-            for _ in range(3):
-                try:
-                    answers[i].append(client.score(requests[i]))
-                except Exception as err:  # noqa: BLE001 - the assertion below reports it
-                    errors.append(err)
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(16)]
-        for t in threads:
-            t.start()
-        go.set()
-        time.sleep(0.2)
-        t_kill = time.monotonic()
-        ray.kill(service.router, no_restart=False)
-        for t in threads:
-            t.join(timeout=240)
-        recovered = time.monotonic() - t_kill
+        answers, _, errors, recovered = _kill_router_under_load(
+            service, requests, lambda i: RewardClient(service.url, timeout=120), settle_s=0.2)
         assert not errors, errors[:3]
         assert all(len(answers[i]) == 3 for i in range(16))
         health = httpx.get(service.url + "/health", timeout=30).json()
