@@ -182,17 +182,22 @@ def bench_scoring(cfg: BenchConfig, pairs) -> dict:
             row["vllm_speedup_verifications"] = got["verifications_per_s"] / row["naive_verifications_per_s"]
     # direct: batched forward vs one forward per pair
     v = GenerativeVerifier(VerifierConfig(model=cfg.model, mode="direct", batch_size=cfg.batch_size, device=cfg.device))
-    v.score(pairs[:2])
+    v.score(pairs)  # warm-up pass
     t0 = time.perf_counter()
     v.score(pairs)
     batched = len(pairs) / (time.perf_counter() - t0)
     model, tok = load_causal_lm(cfg.model, cfg.device), load_tokenizer(cfg.model)
     vt = verdict_tokens(tok)
+
+    def one_at_a_time(batch):
+        for q, s in batch:
+            ids = tok(fmt.direct(q, s), add_special_tokens=False).input_ids + list(vt.prefix_ids)
+            with torch.no_grad():
+                yes_probability(model(torch.tensor([ids], device=model.device)).logits[0, -1], vt.yes_id, vt.no_id)
+
+    one_at_a_time(pairs[:2])  # warm-up
     t0 = time.perf_counter()
-    for q, s in pairs:
-        ids = tok(fmt.direct(q, s), add_special_tokens=False).input_ids + list(vt.prefix_ids)
-        with torch.no_grad():
-            yes_probability(model(torch.tensor([ids], device=model.device)).logits[0, -1], vt.yes_id, vt.no_id)
+    one_at_a_time(pairs)
     naive = len(pairs) / (time.perf_counter() - t0)
     rows["direct"] = {"batched_verifications_per_s": batched, "naive_verifications_per_s": naive,
                       "speedup_verifications": batched / naive}
