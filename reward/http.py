@@ -27,17 +27,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import logging
 import socket
 
+from ray.exceptions import RayError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from reward.config import ServeConfig
 from reward.protocol import GetRewardParser, parse_json_body, parse_score_request
 from reward.router import ServiceError
-
-log = logging.getLogger("genrm_rl.reward")
 
 
 def _error(err: ServiceError) -> JSONResponse:
@@ -76,11 +74,7 @@ class RewardHTTP:
             return await handler(request)
         except ServiceError as err:
             return _error(err)
-        except Exception as err:  # noqa: BLE001 - a Ray failure under the router (not the client's fault)
-            from ray.exceptions import RayError
-
-            if not isinstance(err, RayError):
-                raise
+        except RayError as err:  # a Ray failure under the router (e.g. a replica that cannot start)
             return _error(ServiceError(503, f"reward service unavailable: {type(err).__name__}"))
 
     def _authorize(self, request: Request) -> None:
@@ -129,6 +123,15 @@ class RewardHTTP:
 
     async def stats(self, request: Request) -> Response:
         return JSONResponse(self.router.get_metrics())
+
+
+def url_for(host: str, port: int) -> str:
+    """The URL a client on another machine uses for a server bound to `host`:`port`."""
+    if host in ("0.0.0.0", "::", ""):
+        import ray
+
+        host = ray.util.get_node_ip_address()
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def bind(host: str, port: int) -> socket.socket:

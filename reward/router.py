@@ -76,15 +76,6 @@ def model_revision(model: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _url_host(host: str) -> str:
-    """The host a client on another machine uses for a server bound to `host`."""
-    if host in ("0.0.0.0", "::", ""):
-        import ray
-
-        return ray.util.get_node_ip_address()
-    return f"[{host}]" if ":" in host else host
-
-
 class RewardRouter:
     """Created by `reward.service.start_service` as a named async actor."""
 
@@ -148,12 +139,12 @@ class RewardRouter:
             # router accepts connections at once (requests wait in `score` for the replicas)
             import ray
 
-            from reward.http import bind_when_free, start_http
+            from reward.http import bind_when_free, start_http, url_for
 
             restarted = ray.get_runtime_context().was_current_actor_reconstructed
             sock = await bind_when_free(self.cfg.host, self.cfg.port, wait_s=30.0 if restarted else 0.0)
             self._http = await start_http(self, self.cfg, sock)
-            self.url = f"http://{_url_host(self.cfg.host)}:{self.cfg.port}"
+            self.url = url_for(self.cfg.host, self.cfg.port)
             log.info("reward service listening on %s", self.url)
         self.slots = [_Slot(i, self._new_replica()) for i in range(self.cfg.num_replicas)]
         await asyncio.gather(*(slot.handle.info.remote() for slot in self.slots))
