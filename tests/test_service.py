@@ -288,32 +288,52 @@ def test_killed_replica_mid_load_loses_nothing(ray_session, tiny_model_dir, dire
 
 
 @pytest.mark.slow
-def _kill_router_under_load(service, requests, client_for, settle_s):
-    """One thread per request list, each sending it 3 times through `client_for(i)`, while the router
-    is killed as a crash (Ray restarts it) `settle_s` after they start. Returns the answers and
-    calls per thread, the errors, and the seconds from the kill to the last answer."""
+def _kill_router_under_load(service, requests, client_for):
+    """One thread per request list, each sending it 3 times through `client_for(i)`. Once half the
+    threads have their first answer (the others' first requests still waiting in the router), the
+    router is killed as a crash and Ray restarts it; the threads send their other requests once the
+    restarted router answers, so those surely meet the new router, whatever the machine's speed (a
+    fixed delay before the kill let a fast run finish all its requests in the old router, and the
+    test's next call then met the dying one). Returns the answers and calls per thread, the errors,
+    and the seconds from the kill to the last answer."""
     import ray
 
     answers: dict[int, list] = collections.defaultdict(list)
     calls, errors, go = collections.Counter(), [], threading.Event()
+    first_answers, half, restarted = [0], threading.Event(), threading.Event()
+    lock = threading.Lock()
+    old_pid = ray.get(service.router.health.remote())["pid"]
 
     def run(i):
         client = client_for(i)
         go.wait()
-        for _ in range(3):  # each client sends a few requests, the kill lands among them
+        for n in range(3):
+            if n == 1:
+                restarted.wait(timeout=180)
             try:
                 calls[i] += 1
                 answers[i].append(client.score(requests[i]))
             except Exception as err:  # noqa: BLE001 - the caller's assertion reports it
                 errors.append(err)
+            if n == 0:
+                with lock:
+                    first_answers[0] += 1
+                    if first_answers[0] >= len(requests) // 2:
+                        half.set()
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
     for t in threads:
         t.start()
     go.set()
-    time.sleep(settle_s)
+    half.wait(timeout=120)
     t_kill = time.monotonic()
     ray.kill(service.router, no_restart=False)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # Ray retries this call on the restarted router
+        if ray.get(service.router.health.remote(), timeout=120)["pid"] != old_pid:
+            break
+        time.sleep(0.1)
+    restarted.set()
     for t in threads:
         t.join(timeout=240)
     return answers, calls, errors, time.monotonic() - t_kill
@@ -346,7 +366,7 @@ def test_killed_router_under_load_recovers_and_answers_every_request_once(ray_se
         first_pid = ray.get(service.router.health.remote())["pid"]
         replicas_before = live_replicas()
         requests = [items(2, tag=f"rk{i}") for i in range(32)]
-        answers, calls, errors, recovered = _kill_router_under_load(service, requests, lambda i: client, settle_s=0.3)
+        answers, calls, errors, recovered = _kill_router_under_load(service, requests, lambda i: client)
         assert not errors, errors[:3]
         assert all(len(answers[i]) == calls[i] == 3 for i in range(32))
         health = ray.get(service.router.health.remote())
@@ -446,7 +466,7 @@ def test_killed_router_under_http_load_comes_back_on_its_port_and_answers_every_
         first_pid = ray.get(service.router.health.remote())["pid"]
         requests = [items(2, tag=f"hk{i}") for i in range(16)]
         answers, _, errors, recovered = _kill_router_under_load(
-            service, requests, lambda i: RewardClient(service.url, timeout=120), settle_s=0.2)
+            service, requests, lambda i: RewardClient(service.url, timeout=120))
         assert not errors, errors[:3]
         assert all(len(answers[i]) == 3 for i in range(16))
         health = httpx.get(service.url + "/health", timeout=30).json()
