@@ -10,6 +10,7 @@ place: transformers' default layer concatenates, copying the whole cache at ever
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -71,6 +72,9 @@ class TransformersBackend:
         self.eos_ids = {e for e in eos + [self.tokenizer.eos_token_id] if e is not None}
         self._token_text: dict[int, str] = {}
         self.prefix_text = self.tokenizer.decode(list(self.verdict.prefix_ids))
+        # transformers 5.25 renamed the KV cache argument and output `past_key_values` -> `cache`
+        # (the old name warns, and goes in 5.40); pass it by whichever name this model's forward takes
+        self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     # ---- direct -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -142,7 +146,10 @@ class TransformersBackend:
         ids, mask = left_pad(prompts, self.tokenizer.pad_token_id, self.device)
         pos = positions(mask)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-        return _Prefill(out.past_key_values, out.logits[:, -1], mask, pos[:, -1])
+        return _Prefill(self._cache_of(out), out.logits[:, -1], mask, pos[:, -1])
+
+    def _cache_of(self, out):
+        return out[self._cache_kw]
 
     @torch.no_grad()
     def verdict_rounds(self, prompts, k_max, k_round, temperature, top_p, max_new_tokens, seed, decide) -> list:
@@ -242,8 +249,8 @@ class TransformersBackend:
             alive = torch.tensor([state[s].phase != DONE for s in rows], device=self.device, dtype=mask.dtype)[:, None]
             mask = torch.cat([mask, alive], dim=-1)
             out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=next_pos[:, None],
-                             past_key_values=cache, use_cache=True)
-            cache, logits = out.past_key_values, out.logits[:, -1]
+                             use_cache=True, **{self._cache_kw: cache})
+            cache, logits = self._cache_of(out), out.logits[:, -1]
             next_pos = next_pos + 1
 
 
