@@ -48,6 +48,8 @@ class StageConfig:
     foreign_negatives_per_problem: int = option(0, help="another problem's solution as a wrong candidate, per "
                                                         "problem (verifiers; see TrainDataConfig)")
     gen_weight: float = option(1 / 3, help="λ (GenRM objectives)")
+    rationale_rows: Literal["all", "ends"] = option("all", help="oracle rationale rows of the verifiers' data "
+                                                                "(see TrainDataConfig)")
     warmup_ratio: float = option(0.05, help="warmup fraction")
 
 
@@ -226,6 +228,7 @@ class Pipeline:
             "data": {"task": cfg.task, "num_problems": stage.num_problems, "split": stage.split, "seed": cfg.seed,
                      "negatives_per_problem": stage.negatives_per_problem, "prompt_format": cfg.prompt_format,
                      "foreign_negatives_per_problem": stage.foreign_negatives_per_problem if objective != "generator" else 0,
+                     "rationale_rows": stage.rationale_rows,
                      "candidates_files": candidates, "balance": cfg.balance and objective != "generator",
                      "val_fraction": 0.02, "exclude_problems": [str(self.out / "data/val_problems.jsonl"),
                                                                 str(self.out / "data/test_problems.jsonl")]},

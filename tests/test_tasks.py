@@ -91,6 +91,47 @@ def test_word_sort_planted_errors_cover_every_way_an_answer_goes_wrong():
     assert rows == [f"_/{w}-" for w in p.target.split()]
 
 
+def test_end_positions_cover_short_and_long_lists_from_both_ends():
+    from genrm_rl.tasks.base import end_positions
+
+    assert end_positions([]) == ["_"] * 6
+    assert end_positions(list("tg")) == ["t", "g", "_", "g", "t", "_"]
+    assert end_positions(list("tge")) == ["t", "g", "e", "e", "g", "t"]
+    assert end_positions(list("abcdef")) == ["a", "b", "c", "f", "e", "d"]  # six items: each read once
+    assert end_positions(list("abcdefg")) == ["a", "b", "c", "g", "f", "e"]  # the middle is not read
+    assert end_positions(list("abcd"), per_end=1) == ["a", "d"]
+
+
+@pytest.mark.parametrize("name", ["last_letter", "word_sort"])
+def test_ends_rationale_has_six_rows_and_the_checkers_verdict(name):
+    from genrm_rl.tasks.base import end_positions
+
+    task = get_task(name)
+    rng = random.Random(3)
+    for split in ("train", "test"):
+        for p in task.make_problems(split, 30, seed=4):
+            for solution in [task.solve(p), task.corrupt(p, rng)[0], task.corrupt(p, rng)[0]]:
+                r = task.rationale(p, solution, rows="ends")
+                assert r == task.rationale(p, solution, rows="ends")
+                lines = r.text.splitlines()
+                assert r.verdict == task.is_correct(p, solution)
+                assert lines[-1] == f"{VERDICT_CUE} {'Yes' if r.verdict else 'No'}"
+                rows = lines[-8:-2]
+                answer = task.extract_answer(solution) or ""
+                given = end_positions(list(answer) if name == "last_letter" else answer.split())
+                want = end_positions(list(p.target) if name == "last_letter" else p.target.split())
+                assert rows == [f"{g}/{w}{'+' if g == w else '-'}" for g, w in zip(given, want, strict=True)]
+                if r.verdict:
+                    assert all(row.endswith("+") for row in rows)
+
+
+def test_unknown_rationale_rows_is_a_clear_error():
+    task = get_task("last_letter")
+    p = task.make_problems("train", 1, seed=0)[0]
+    with pytest.raises(ValueError, match="rationale_rows"):
+        task.rationale(p, task.solve(p), rows="middle")
+
+
 def test_steps_are_graded_on_what_the_answer_depends_on():
     task = get_task("last_letter")
     p = task.make_problems("train", 1, seed=5)[0]

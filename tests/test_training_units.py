@@ -1,5 +1,7 @@
 """Training building blocks on small tensors: losses, the DeepSpeed config function, data mixing."""
 
+import re
+
 import pytest
 import torch
 
@@ -113,6 +115,27 @@ def test_examples_and_lambda_mixing(tiny_model_dir):
         assert t.labels[:n_prompt] == [-100] * n_prompt and t.labels[n_prompt:] == t.input_ids[n_prompt:]
     _, dropped = tokenize_examples(cot[:5], tok, max_length=20)
     assert dropped == 5
+
+
+def test_rationale_rows_reach_every_verification_example():
+    """`data.rationale_rows: ends` changes only the rows of the verification completions (six each);
+    the examples, their order and labels stay those of the default layout. A bad value is a clear error."""
+    from genrm_rl.config import from_dict
+    from genrm_rl.training.data import TrainDataConfig, build_examples
+
+    base = TrainDataConfig(task="last_letter", num_problems=40, negatives_per_problem=1, balance=True)
+    ends = TrainDataConfig(task="last_letter", num_problems=40, negatives_per_problem=1, balance=True,
+                           rationale_rows="ends")
+    a, _ = build_examples("genrm_cot", base, 0.25, "mix", "")
+    b, _ = build_examples("genrm_cot", ends, 0.25, "mix", "")
+    assert [(e.prompt, e.kind) for e in a] == [(e.prompt, e.kind) for e in b]
+    for x, y in zip(a, b, strict=True):
+        assert x.completion.splitlines()[-1] == y.completion.splitlines()[-1]
+        if y.kind == "verify":
+            rows = [line for line in y.completion.splitlines() if re.fullmatch(r"\S/\S[+-]", line)]
+            assert len(rows) == 6
+    with pytest.raises(ValueError, match="rationale_rows"):
+        from_dict(TrainDataConfig, {"task": "last_letter", "rationale_rows": "middle"})
 
 
 def test_foreign_negatives_are_other_problems_solutions_of_the_same_length():

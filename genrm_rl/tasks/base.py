@@ -52,6 +52,18 @@ def _norm(line: str) -> str:
 ANSWER_RE = re.compile(r"The answer is\s*(.+?)\.?\s*$", re.MULTILINE)
 
 
+ROWS_PER_END = 3
+
+
+def end_positions(items: list[str], per_end: int = ROWS_PER_END) -> list[str]:
+    """The first `per_end` items, then the last `per_end` counted from the end, `_` where the list is
+    too short: `end_positions(list("tge"))` is `[t, g, e, e, g, t]`, `end_positions(list("tg"))` is
+    `[t, g, _, g, t, _]`. Covers every item of a list up to 2 x `per_end` long."""
+    head = [items[i] if i < len(items) else "_" for i in range(per_end)]
+    tail = [items[-j] if j <= len(items) else "_" for j in range(1, per_end + 1)]
+    return head + tail
+
+
 class Task:
     """Base class. Subclasses set `name`, `lengths` and implement the abstract methods."""
 
@@ -109,7 +121,7 @@ class Task:
         raise NotImplementedError
 
     # ---- oracle rationale -----------------------------------------------------------------
-    def rationale(self, problem: Problem, solution: str) -> Rationale:
+    def rationale(self, problem: Problem, solution: str, rows: str = "all") -> Rationale:
         """The verification a program writes: the solution as it should be, step by step, derived from
         the question alone, then the final answers compared.
 
@@ -128,6 +140,8 @@ class Task:
         docs/experiments.md), so both built-in tasks override this with rows that each make one
         lookup and one comparison (`LastLetterTask`, `WordSortTask`); this stays the default for a
         task that only defines its steps."""
+        if rows != "all":
+            raise ValueError(f"task {self.name!r} writes no answer rows; rationale_rows must be 'all', got {rows!r}")
         items = self.items(problem.question)
         derived = [_norm(x) for x in self.steps(items)[:-1]]
         answer = self.extract_answer(solution)
@@ -138,11 +152,19 @@ class Task:
         return Rationale("\n".join(lines), correct, None if correct else self.first_wrong_step(problem, solution))
 
     def row_rationale(self, problem: Problem, solution: str, given: list[str], want: list[str],
-                      derivation: list[str] = ()) -> Rationale:
+                      derivation: list[str] = (), rows: str = "all") -> Rationale:
         """The row-by-row verification both built-in tasks write: the `derivation` lines (if any), one
         row `{given}/{want}{+|-}` per position of the longer of the two (`_` where one side has
         none), then the verdict. The verdict is the answer checker's (the paper's labels); with
-        `want` the reference answer's items it is also "no `-` row"."""
+        `want` the reference answer's items it is also "no `-` row".
+
+        `rows="ends"` compares `end_positions` of both sides instead: always six rows, three from
+        the start and three from the end, so no row ever looks further than the third item from an
+        end of the list, whatever its length (docs/experiments.md, E1)."""
+        if rows == "ends":
+            given, want = end_positions(given), end_positions(want)
+        elif rows != "all":
+            raise ValueError(f"rationale_rows must be 'all' or 'ends', got {rows!r}")
         rows = []
         for i in range(max(len(given), len(want))):
             got, expected = (given[i] if i < len(given) else "_"), (want[i] if i < len(want) else "_")

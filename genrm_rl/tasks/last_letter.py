@@ -105,7 +105,7 @@ class LastLetterTask(Task):
         lines[-1] = f"The answer is {wrong}."
         return self._join(lines), n + 2
 
-    def rationale(self, problem: Problem, solution: str) -> Rationale:
+    def rationale(self, problem: Problem, solution: str, rows: str = "all") -> Rationale:
         """The verification a program writes: one row per position of the solution's answer, with the
         solution's letter, the letter the question asks for there (the last letter of that word) and a
         mark, then the verdict:
@@ -122,11 +122,16 @@ class LastLetterTask(Task):
         and at comparing two whole answers; it succeeds at what the generator already does, reading
         the i-th word's last letter off the question, and at comparing two tokens that sit one token
         apart. Every row is one lookup and one adjacent comparison, and the verdict is "no `-` row".
-        The verdict agrees with the answer checker by construction (the paper's labels)."""
+        The verdict agrees with the answer checker by construction (the paper's labels).
+
+        `rows="ends"`: six rows, the first three and the last three positions (`end_positions`). A row
+        of the default layout reads the i-th word, and the verifier, trained on 2-4 words, decides
+        at row 4 of a 5-6-word list that the list has ended (docs/experiments.md); with the ends
+        layout no row reads further than the third word from either end of the list."""
         items = self.items(problem.question)
         answer = self.extract_answer(solution)
         given = [("?" if ch == " " else ch) for ch in answer] if answer else []
-        return self.row_rationale(problem, solution, given, [w[-1] for w in items])
+        return self.row_rationale(problem, solution, given, [w[-1] for w in items], rows=rows)
 
     def step_result(self, line: str) -> str:
         """The letters so far (`so tg.`) of a walk line, `end.` of the end line: what the answer is

@@ -66,7 +66,7 @@ class WordSortTask(Task):
         lines[-1] = f"The answer is {' '.join(order)}."
         return "\n".join(lines), n + 1
 
-    def rationale(self, problem: Problem, solution: str) -> Rationale:
+    def rationale(self, problem: Problem, solution: str, rows: str = "all") -> Rationale:
         """The verification a program writes: the sort done again from the question (the reference's
         steps), then one row per position of the solution's answer with its word, the word the sort
         put there and a mark, then the verdict:
@@ -90,4 +90,4 @@ class WordSortTask(Task):
         items = self.items(problem.question)
         answer = self.extract_answer(solution)
         return self.row_rationale(problem, solution, answer.split() if answer else [], sorted(items),
-                                  derivation=self.steps(items)[:-1])
+                                  derivation=self.steps(items)[:-1], rows=rows)

@@ -38,6 +38,10 @@ class TrainDataConfig:
     max_length: int = option(1024, help="drop examples longer than this many tokens (counted in the log)")
     exclude_problems: list[str] = option([], help="problems JSONL files whose questions must not be trained on")
     val_fraction: float = option(0.05, help="fraction held out for validation loss")
+    rationale_rows: Literal["all", "ends"] = option(
+        "all", help="oracle rationale rows (tasks with answer rows): 'all' = one per answer position; 'ends' = "
+                    "the first three and the last three positions, so no row reads beyond the third item from "
+                    "an end of the list (docs/experiments.md, E1)")
     balance: bool = option(False, help="equal numbers of correct and incorrect solutions: plant errors into "
                                        "(or add reference solutions for) the task's problems until they match, "
                                        "as the paper balances its verification data")
@@ -98,16 +102,16 @@ def _labelled_candidates(cfg: TrainDataConfig) -> tuple[list[tuple[str, str, boo
                 by_length.setdefault(length, []).append(problem)
         for i, problem in enumerate(problems):
             good = task.solve(problem)
-            out.append((problem.question, good, True, task.rationale(problem, good).text))
+            out.append((problem.question, good, True, task.rationale(problem, good, cfg.rationale_rows).text))
             for _ in range(cfg.negatives_per_problem):
                 bad, _step = task.corrupt(problem, rng)
-                out.append((problem.question, bad, False, task.rationale(problem, bad).text))
+                out.append((problem.question, bad, False, task.rationale(problem, bad, cfg.rationale_rows).text))
             if not cfg.foreign_negatives_per_problem:
                 continue
             peers = [p for p in by_length[lengths[i]] if p.target != problem.target]
             for _ in range(cfg.foreign_negatives_per_problem if peers else 0):
                 other = task.solve(peers[rng.randrange(len(peers))])
-                out.append((problem.question, other, False, task.rationale(problem, other).text))
+                out.append((problem.question, other, False, task.rationale(problem, other, cfg.rationale_rows).text))
                 stats.foreign_negatives += 1
     if cfg.balance and task is None:
         raise ValueError("data.balance plants errors into the task's problems: it needs data.task")
@@ -117,7 +121,7 @@ def _labelled_candidates(cfg: TrainDataConfig) -> tuple[list[tuple[str, str, boo
         for cand in read_records(path, Candidate):
             problem = Problem(cand.problem_id, task.name, cand.question, task.target(task.items(cand.question)))
             correct = task.is_correct(problem, cand.solution)
-            rationale = task.rationale(problem, cand.solution)
+            rationale = task.rationale(problem, cand.solution, cfg.rationale_rows)
             text = rationale.text
             if rationale.verdict != correct:  # e.g. a wrong word with the right last letter
                 # The paper's filter: such a rationale is not trained on (GenRM-CoT skips the
@@ -126,7 +130,7 @@ def _labelled_candidates(cfg: TrainDataConfig) -> tuple[list[tuple[str, str, boo
                 text = None
             out.append((cand.question, cand.solution, correct, text))
     if cfg.balance and out:
-        stats.balanced_added = _balance(out, task, rng)
+        stats.balanced_added = _balance(out, task, rng, cfg.rationale_rows)
     if cfg.released_files:
         from genrm_rl.critiques import load_rationales, load_released
 
@@ -145,7 +149,7 @@ def _labelled_candidates(cfg: TrainDataConfig) -> tuple[list[tuple[str, str, boo
     return out, stats
 
 
-def _balance(out: list, task, rng: random.Random) -> int:
+def _balance(out: list, task, rng: random.Random, rows: str = "all") -> int:
     """Add planted-error solutions (or reference solutions) for questions already in `out` until the
     correct and incorrect counts are equal; returns how many were added."""
     from genrm_rl.tasks import Problem
@@ -156,7 +160,7 @@ def _balance(out: list, task, rng: random.Random) -> int:
         question = questions[rng.randrange(len(questions))]
         problem = Problem(f"balance-{k}", task.name, question, task.target(task.items(question)))
         solution = task.corrupt(problem, rng)[0] if gap > 0 else task.solve(problem)
-        out.append((question, solution, gap < 0, task.rationale(problem, solution).text))
+        out.append((question, solution, gap < 0, task.rationale(problem, solution, rows).text))
     return abs(gap)
 
 
