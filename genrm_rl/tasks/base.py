@@ -165,12 +165,12 @@ class Task:
             given, want = end_positions(given), end_positions(want)
         elif rows != "all":
             raise ValueError(f"rationale_rows must be 'all' or 'ends', got {rows!r}")
-        rows = []
+        marks = []
         for i in range(max(len(given), len(want))):
             got, expected = (given[i] if i < len(given) else "_"), (want[i] if i < len(want) else "_")
-            rows.append(f"{got}/{expected}{'+' if got == expected else '-'}")
+            marks.append(f"{got}/{expected}{'+' if got == expected else '-'}")
         correct = self.is_correct(problem, solution)
-        lines = [*derivation, *rows, "Correct." if correct else "Wrong.", f"{VERDICT_CUE} {'Yes' if correct else 'No'}"]
+        lines = [*derivation, *marks, "Correct." if correct else "Wrong.", f"{VERDICT_CUE} {'Yes' if correct else 'No'}"]
         return Rationale("\n".join(lines), correct, None if correct else self.first_wrong_step(problem, solution))
 
     def step_result(self, line: str) -> str:
