@@ -287,7 +287,6 @@ def test_killed_replica_mid_load_loses_nothing(ray_session, tiny_model_dir, dire
         service.shutdown()
 
 
-@pytest.mark.slow
 def _kill_router_under_load(service, requests, client_for):
     """One thread per request list, each sending it 3 times through `client_for(i)`. Once half the
     threads have their first answer (the others' first requests still waiting in the router), the
@@ -339,6 +338,7 @@ def _kill_router_under_load(service, requests, client_for):
     return answers, calls, errors, time.monotonic() - t_kill
 
 
+@pytest.mark.slow
 def test_killed_router_under_load_recovers_and_answers_every_request_once(ray_session, tiny_model_dir, direct_verifier):
     """Kill the router itself while 32 clients are waiting: Ray restarts it (its replicas die with it
     and it starts new ones, once, however many retried calls arrive together) and every client gets
