@@ -146,10 +146,7 @@ class TransformersBackend:
         ids, mask = left_pad(prompts, self.tokenizer.pad_token_id, self.device)
         pos = positions(mask)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-        return _Prefill(self._cache_of(out), out.logits[:, -1], mask, pos[:, -1])
-
-    def _cache_of(self, out):
-        return out[self._cache_kw]
+        return _Prefill(out[self._cache_kw], out.logits[:, -1], mask, pos[:, -1])
 
     @torch.no_grad()
     def verdict_rounds(self, prompts, k_max, k_round, temperature, top_p, max_new_tokens, seed, decide) -> list:
@@ -250,7 +247,7 @@ class TransformersBackend:
             mask = torch.cat([mask, alive], dim=-1)
             out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=next_pos[:, None],
                              use_cache=True, **{self._cache_kw: cache})
-            cache, logits = self._cache_of(out), out.logits[:, -1]
+            cache, logits = out[self._cache_kw], out.logits[:, -1]
             next_pos = next_pos + 1
 
 
