@@ -155,6 +155,28 @@ def within_problem_order(scores: Sequence[float], correct: Sequence[bool]) -> tu
     return wins, len(pos) * len(neg)
 
 
+def separation(scores: Sequence[float], correct: Sequence[bool], groups: Sequence[Hashable]) -> dict:
+    """How a verifier's scores separate right from wrong candidates: the mean score of the correct
+    ones minus that of the wrong ones (p(Yes) for GenRM), and within-problem correct-over-wrong
+    (candidates grouped by `groups`, e.g. their problem id)."""
+    if not len(scores) == len(correct) == len(groups):
+        raise ValueError(f"scores, correct and groups differ in length: {len(scores)}, {len(correct)}, {len(groups)}")
+    pos = [s for s, y in zip(scores, correct, strict=True) if y]
+    neg = [s for s, y in zip(scores, correct, strict=True) if not y]
+    if not pos or not neg:
+        raise ValueError("separation needs both correct and wrong candidates")
+    by: dict = {}
+    for s, y, g in zip(scores, correct, groups, strict=True):
+        by.setdefault(g, ([], []))
+        by[g][0].append(s)
+        by[g][1].append(y)
+    orders = [within_problem_order(s, y) for s, y in by.values()]
+    wins, pairs = sum(w for w, _ in orders), sum(n for _, n in orders)
+    return {"mean_correct": sum(pos) / len(pos), "mean_wrong": sum(neg) / len(neg),
+            "separation": sum(pos) / len(pos) - sum(neg) / len(neg),
+            "within_problem": wins / pairs if pairs else None}
+
+
 def bootstrap_ci(values: Sequence[float], samples: int = 2000, level: float = 0.9, seed: int = 0,
                  paired_with: Sequence[float] | None = None) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of per-problem `values` (problems resampled with

@@ -71,6 +71,18 @@ def label_candidates(problems: Sequence[Problem], solutions: Sequence[Sequence[s
     return out
 
 
+def planted_candidates(problems: Sequence[Problem], per_problem: int, rng) -> list[Candidate]:
+    """The reference solution plus `per_problem - 1` planted near-miss errors for each problem, in a
+    shuffled order: a candidate set whose labels are known without any policy (verifier checks)."""
+    out = []
+    for problem in problems:
+        task = get_task(problem.task)
+        sols = [task.solve(problem)] + [task.corrupt(problem, rng)[0] for _ in range(per_problem - 1)]
+        rng.shuffle(sols)
+        out += label_candidates([problem], [sols])
+    return out
+
+
 def solve_rates(model, tokenizer, problems, fmt, max_new_tokens: int, n: int = 1, temperature: float = 0.0,
                 seed: int = 0, batch_size: int = 32) -> list[float]:
     """Per problem, the fraction of `n` completions that a model in memory gets right (its task's

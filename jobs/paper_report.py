@@ -172,11 +172,20 @@ def _numerics_md(summary: dict) -> str:
     return f" Numerics: torch {fact['torch']}, {where}."
 
 
+def _gate_md(summary: dict) -> str:
+    """The GenRM-CoT training gate's checks: dev separation after each training length."""
+    checks = summary.get("verifier_checks")
+    if not checks:
+        return ""
+    return " GenRM-CoT gate, dev separation (p(Yes) right - wrong) by steps: " + "; ".join(
+        f"{name} " + " -> ".join(f"{c['separation']:.2f} at {c['steps']}" for c in runs) for name, runs in checks.items()) + "."
+
+
 def write_report(summary: dict, path: Path) -> None:
     lines = [f"# GenRM reproduction: {summary['task']}, seed {summary['seed']}", "",
              f"Stage time {summary['stage_minutes_total']} min. Policy: {Path(summary['policy']['chosen']).name} "
              f"(sampled dev accuracy {summary['policy']['checks'][-1]['dev_sampled_accuracy']:.2f}, target "
-             f"{summary['policy']['target']}).{_numerics_md(summary)}", "", "## Targets", "",
+             f"{summary['policy']['target']}).{_numerics_md(summary)}{_gate_md(summary)}", "", "## Targets", "",
              _targets_md(summary["targets"])]
     for r in summary["sets"].values():
         lines += [f"## {r['title']}", "", r["table"], _comparisons_md(r)]

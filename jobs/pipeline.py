@@ -3,8 +3,9 @@
     problems -> SFT generator (HF snapshots as it learns) -> policy = the first snapshot whose
     sampled accuracy on dev problems reaches `policy_accuracy` -> N candidates per problem from the
     policy, labelled by the task's checker -> verifiers started from the final generator and
-    trained on 2-4-word data only: GenRM-CoT (λ and λ = 0), GenRM, ORM (DeepSpeed ranks on Ray
-    Train), DPO (TRL); LLM-as-a-judge untrained -> every candidate scored through the Ray reward
+    trained on 2-4-word data only: GenRM-CoT (λ and λ = 0; resumed while a dev check finds its
+    verdicts not yet separating right from wrong), GenRM, ORM (DeepSpeed ranks on Ray Train), DPO
+    (TRL); LLM-as-a-judge untrained -> every candidate scored through the Ray reward
     service -> Best-of-N reports (`jobs.paper_report`).
 
 Why a policy snapshot and a stronger verifier: Best-of-N helps where the policy is usually wrong
@@ -90,6 +91,14 @@ class ReproduceConfig:
     dpo_steps: int = option(0, help="DPO baseline steps (0 = verifier_stage.max_steps)")
     cot_steps: int = option(0, help="GenRM-CoT steps, both λ values (0 = verifier_stage.max_steps); its verdict "
                                     "follows the rationale only after ~2x the other verifiers' steps (experiments.md)")
+    cot_min_separation: float = option(
+        0.0, help="GenRM-CoT training gate (both λ values): on dev problems (train split, never the evaluation sets), "
+                  "each the reference + 3 planted errors, mean p(Yes) of the right candidates minus the wrong ones "
+                  "must reach this, else training resumes for cot_extra_steps (0 = no gate)")
+    cot_extra_steps: int = option(2400, help="GenRM-CoT steps added (resuming) each time it falls short of the gate")
+    cot_max_extensions: int = option(1, help="how many times GenRM-CoT training may be extended")
+    cot_check_problems: int = option(64, help="dev problems of the GenRM-CoT gate")
+    cot_check_k: int = option(4, help="rationales per candidate in the GenRM-CoT gate's check")
     cot_k: int = option(8, help="GenRM-CoT rationales per candidate (K)")
     cot_k_curve: list[int] = option([1, 2, 4, 8], help="K values reported (votes are seeded per candidate, so the "
                                                        "first k of K votes are exactly a k-vote run)")
@@ -124,6 +133,12 @@ class ReproduceConfig:
             raise ValueError(f"policy_accuracy must be in (0, 1], got {self.policy_accuracy}")
         if self.snapshot_every < 1:
             raise ValueError(f"snapshot_every must be >= 1, got {self.snapshot_every}")
+        if not 0 <= self.cot_min_separation < 1:
+            raise ValueError(f"cot_min_separation must be in [0, 1) (0 = no gate), got {self.cot_min_separation}")
+        if self.cot_extra_steps < 1 or self.cot_max_extensions < 0 or self.cot_check_problems < 1 or self.cot_check_k < 1:
+            raise ValueError("need cot_extra_steps >= 1, cot_max_extensions >= 0, cot_check_problems >= 1 and "
+                             f"cot_check_k >= 1, got {self.cot_extra_steps}, {self.cot_max_extensions}, "
+                             f"{self.cot_check_problems}, {self.cot_check_k}")
         if not self.cot_k_curve or any(k < 1 or k > self.cot_k for k in self.cot_k_curve):
             raise ValueError(f"cot_k_curve values must be in 1..cot_k={self.cot_k}, got {self.cot_k_curve}")
         for stage in (self.generator, self.verifier_stage):
@@ -181,6 +196,7 @@ class Pipeline:
         self.ledger_file = self.out / "stage_seconds.json"
         self.ledger: dict[str, float] = json.loads(self.ledger_file.read_text()) if self.ledger_file.is_file() else {}
         self.generator_checks: list[dict] = []
+        self.verifier_checks: dict[str, list[dict]] = {}
         self.policy: dict = {}
         self.extending: set[str] = set()
 
@@ -216,13 +232,13 @@ class Pipeline:
         log.info("[%s] finished in %.1fs", name, spent)
 
     def _train_cfg(self, objective: str, init: str, stage: StageConfig, out: Path, candidates: list[str],
-                   gen_weight: float | None = None, export_every: int = 0):
+                   gen_weight: float | None = None, export_every: int = 0, max_steps: int | None = None):
         from genrm_rl.training.config import TrainConfig
 
         cfg = self.cfg
         recipe = KINDS[objective].recipe if objective in KINDS else "sft"
-        steps = (cfg.dpo_steps or stage.max_steps) if recipe == "dpo" else \
-            (cfg.cot_steps or stage.max_steps) if objective == "genrm_cot" else stage.max_steps
+        steps = max_steps or ((cfg.dpo_steps or stage.max_steps) if recipe == "dpo" else
+                              (cfg.cot_steps or stage.max_steps) if objective == "genrm_cot" else stage.max_steps)
         return from_dict(TrainConfig, {
             "objective": objective, "model": init, "output_dir": str(out),
             "data": {"task": cfg.task, "num_problems": stage.num_problems, "split": stage.split, "seed": cfg.seed,
@@ -273,12 +289,12 @@ class Pipeline:
         return str(path)
 
     def train(self, objective: str, init: str, stage: StageConfig, name: str, candidates: list[str] = (),
-              gen_weight: float | None = None, export_every: int = 0) -> str:
+              gen_weight: float | None = None, export_every: int = 0, max_steps: int | None = None) -> str:
         from genrm_rl.config import to_dict
         from genrm_rl.training.launch import run_training
 
         out = self.out / name
-        cfg = self._train_cfg(objective, init, stage, out, list(candidates), gen_weight, export_every)
+        cfg = self._train_cfg(objective, init, stage, out, list(candidates), gen_weight, export_every, max_steps)
         self._stage(f"train {name}", out / "model" / "config.json", lambda: run_training(cfg), to_dict(cfg),
                     saved=out / "config.yaml")
         return str(out / "model")
@@ -287,6 +303,27 @@ class Pipeline:
         from genrm_rl.tasks import get_task
 
         return get_task(self.cfg.task).make_problems("train", self.cfg.policy_dev_problems, self.cfg.seed + 4000)
+
+    def _gated(self, name: str, steps: int, extra_steps: int, max_extensions: int, train, check) -> tuple[str, list]:
+        """`train(steps) -> model`, then `check(model) -> (passed, record)`; while it has not passed,
+        resume the same stage for `extra_steps` more, at most `max_extensions` times. Every check is
+        kept in `name/quality_checks.json`, whose presence means the gate has already decided."""
+        checks_file, final = self.out / name / "quality_checks.json", self.out / name / "model"
+        if checks_file.is_file() and (final / "config.json").is_file():
+            return str(final), json.loads(checks_file.read_text())
+        checks = []
+        for extension in range(max_extensions + 1):
+            model = train(steps)
+            passed, record = check(model)
+            checks.append({"steps": steps, **record})
+            if passed or extension == max_extensions:
+                break
+            steps += extra_steps
+            (final / "config.json").unlink()  # re-run the stage, resuming from its last checkpoint
+            self.extending.add(f"train {name}")
+            log.info("%s short of its bar: resuming to %d steps", name, steps)
+        checks_file.write_text(json.dumps(checks))
+        return model, checks
 
     def train_generator(self, base: str) -> str:
         """SFT the generator; if it has not learned the task yet, resume for more steps.
@@ -298,27 +335,21 @@ class Pipeline:
         from genrm_rl.modeling import load_causal_lm, load_tokenizer
         from genrm_rl.prompts import get_prompt_format
 
-        checks_file = self.out / "generator" / "quality_checks.json"
-        final = self.out / "generator" / "model"
-        if checks_file.is_file() and (final / "config.json").is_file():  # the gate has already decided
-            self.generator_checks = json.loads(checks_file.read_text())
-            return str(final)
-        stage, dev = self.cfg.generator, self._dev_problems()
-        fmt = get_prompt_format(self.cfg.prompt_format, load_tokenizer(base))
-        self.generator_checks = []
-        for extension in range(self.cfg.generator_max_extensions + 1):
-            model = self.train("generator", base, stage, "generator", export_every=self.cfg.snapshot_every)
+        cfg, dev = self.cfg, self._dev_problems()
+        fmt = get_prompt_format(cfg.prompt_format, load_tokenizer(base))
+
+        def train(steps):
+            return self.train("generator", base, dataclasses.replace(cfg.generator, max_steps=steps), "generator",
+                              export_every=cfg.snapshot_every)
+
+        def check(model):
             acc = greedy_accuracy(load_causal_lm(model, self.device), load_tokenizer(model), dev, fmt,
-                                  self.cfg.max_solution_tokens)
-            self.generator_checks.append({"steps": stage.max_steps, "dev_greedy_accuracy": acc})
-            log.info("generator after %d steps: greedy dev accuracy %.3f", stage.max_steps, acc)
-            if acc >= self.cfg.generator_min_accuracy or extension == self.cfg.generator_max_extensions:
-                break
-            stage = dataclasses.replace(stage, max_steps=stage.max_steps + self.cfg.generator_extra_steps)
-            (final / "config.json").unlink()  # re-run the stage, resuming
-            self.extending.add("train generator")
-            log.info("generator below %.2f: resuming to %d steps", self.cfg.generator_min_accuracy, stage.max_steps)
-        checks_file.write_text(json.dumps(self.generator_checks))
+                                  cfg.max_solution_tokens)
+            log.info("generator: greedy dev accuracy %.3f (bar %.2f)", acc, cfg.generator_min_accuracy)
+            return acc >= cfg.generator_min_accuracy, {"dev_greedy_accuracy": acc}
+
+        model, self.generator_checks = self._gated("generator", cfg.generator.max_steps, cfg.generator_extra_steps,
+                                                   cfg.generator_max_extensions, train, check)
         return model
 
     def select_policy(self, generator: str) -> str:
@@ -381,21 +412,15 @@ class Pipeline:
         measured independently of how well the policy does on longer problems."""
         import random
 
-        from genrm_rl.records import Candidate, read_records, write_records
-        from genrm_rl.tasks import Problem, get_task
+        from genrm_rl.generation import planted_candidates
+        from genrm_rl.records import read_records, write_records
+        from genrm_rl.tasks import Problem
 
         path = self.out / "data/oracle_candidates.jsonl"
 
         def run():
-            task = get_task(self.cfg.task)
-            rng = random.Random(self.cfg.seed)
-            out = []
-            for p in read_records(self.out / "data/test_problems.jsonl", Problem):
-                sols = [task.solve(p)] + [task.corrupt(p, rng)[0] for _ in range(self.cfg.n_oracle - 1)]
-                rng.shuffle(sols)
-                out += [Candidate(p.id, j, p.question, s, task.extract_answer(s), task.is_correct(p, s))
-                        for j, s in enumerate(sols)]
-            write_records(path, out)
+            problems = read_records(self.out / "data/test_problems.jsonl", Problem)
+            write_records(path, planted_candidates(problems, self.cfg.n_oracle, random.Random(self.cfg.seed)))
 
         self._stage("oracle candidates", path, run, {"n_oracle": self.cfg.n_oracle, "seed": self.cfg.seed})
         return path
@@ -405,9 +430,58 @@ class Pipeline:
         out = {}
         for v in compared_verifiers(self.cfg):
             objective = KINDS[v.kind].objective
-            out[v.name] = generator if objective is None else self.train(
-                objective, init, self.cfg.verifier_stage, v.name, [str(train_cands)], v.gen_weight)
+            if objective is None:
+                out[v.name] = generator
+            elif objective == "genrm_cot" and self.cfg.cot_min_separation > 0:
+                out[v.name] = self.train_cot(init, v, train_cands)
+            else:
+                out[v.name] = self.train(objective, init, self.cfg.verifier_stage, v.name, [str(train_cands)],
+                                         v.gen_weight)
         return out
+
+    def train_cot(self, init: str, verifier: Verifier, train_cands: Path) -> str:
+        """Train a GenRM-CoT verifier; if its verdicts do not yet separate right from wrong, resume.
+
+        Its row marks (does this row of the rationale match?) are learned in a phase change whose step
+        moves with the training run's draw; a run that has not learned them by `cot_steps` ranks badly
+        in distribution (docs/experiments.md, D1 and G2). As for the generator, a measurement on dev
+        problems from the train split (never the evaluation sets) decides; every extension is logged."""
+        cfg, name = self.cfg, verifier.name
+
+        def train(steps):
+            return self.train("genrm_cot", init, cfg.verifier_stage, name, [str(train_cands)], verifier.gen_weight,
+                              max_steps=steps)
+
+        def check(model):
+            found = self.check_verifier(model)
+            log.info("%s: dev separation %.3f (p(Yes) right %.3f, wrong %.3f; bar %.2f), within-problem %.3f", name,
+                     found["separation"], found["mean_correct"], found["mean_wrong"], cfg.cot_min_separation,
+                     found["within_problem"])
+            return found["separation"] >= cfg.cot_min_separation, found
+
+        model, self.verifier_checks[name] = self._gated(name, cfg.cot_steps or cfg.verifier_stage.max_steps,
+                                                        cfg.cot_extra_steps, cfg.cot_max_extensions, train, check)
+        return model
+
+    def check_verifier(self, model: str) -> dict:
+        """The gate's measurement: a GenRM-CoT's scores on the reference + 3 planted errors of each dev
+        problem (`genrm_rl.bon.separation`), scored in-process like the generator's greedy check."""
+        import random
+
+        from genrm_rl import bon
+        from genrm_rl.generation import planted_candidates
+        from genrm_rl.tasks import get_task
+        from genrm_rl.verifier import VerifierConfig, build_scorer
+
+        cfg = self.cfg
+        dev = get_task(cfg.task).make_problems("train", cfg.cot_check_problems, cfg.seed + 4000)
+        cands = planted_candidates(dev, 4, random.Random(cfg.seed + 4000))
+        scorer = build_scorer(VerifierConfig(
+            model=model, mode="cot", k=cfg.cot_check_k, temperature=cfg.cot_temperature,
+            max_new_tokens=cfg.cot_max_new_tokens, batch_size=cfg.score_batch_size, prompt_format=cfg.prompt_format,
+            seed=cfg.seed, device=self.device))
+        scores = [r.score for r in scorer.score([(c.question, c.solution) for c in cands])]
+        return bon.separation(scores, [c.correct for c in cands], [c.problem_id for c in cands])
 
     def score(self, verifier: Verifier, model: str, split: str) -> Path:
         """Score a split's candidates through the Ray reward service (in-process handle)."""
@@ -476,7 +550,8 @@ class Pipeline:
             "minutes": round((time.time() - t_start) / 60, 1),
             "stage_seconds": self.timings, "stage_seconds_all_runs": self.ledger,
             "stage_minutes_total": round(sum(self.ledger.values()) / 60, 1),
-            "generator_checks": self.generator_checks, "policy": self.policy, "numerics": numerics_fingerprint(),
+            "generator_checks": self.generator_checks, "verifier_checks": self.verifier_checks,
+            "policy": self.policy, "numerics": numerics_fingerprint(),
             **reports,
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))

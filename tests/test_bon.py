@@ -56,6 +56,19 @@ def test_edge_cases():
     assert bon.auroc([0.5], [1]) is None
 
 
+def test_separation_of_right_from_wrong():
+    # problem a: right 0.9 over wrong 0.2 and 0.9 (a tie, half a win); problem b: right 0.4 below wrong 0.6
+    got = bon.separation([0.9, 0.2, 0.9, 0.4, 0.6], [True, False, False, True, False], ["a", "a", "a", "b", "b"])
+    assert got["mean_correct"] == pytest.approx(0.65) and got["mean_wrong"] == pytest.approx(17 / 30)
+    assert got["separation"] == pytest.approx(0.65 - 17 / 30) and got["within_problem"] == pytest.approx(1.5 / 3)
+    # a problem with no wrong candidate has no pairs but still counts in the means
+    assert bon.separation([1.0, 0.0, 0.5], [True, False, True], [1, 1, 2])["within_problem"] == 1.0
+    with pytest.raises(ValueError, match="both correct and wrong"):
+        bon.separation([0.5, 0.7], [True, True], [1, 2])
+    with pytest.raises(ValueError, match="differ in length"):
+        bon.separation([0.5], [True, False], [1, 1])
+
+
 def test_monte_carlo_path_is_close_to_exact():
     rng = random.Random(0)
     answers = [rng.choice("abcd") for _ in range(12)]

@@ -23,6 +23,15 @@ def test_settings_drift_names_what_a_reused_stage_was_trained_with():
     assert settings_drift(saved, saved) == []
 
 
+def test_reproduce_config_rejects_a_bad_cot_gate():
+    from jobs.pipeline import ReproduceConfig
+
+    with pytest.raises(ValueError, match="cot_min_separation must be in"):
+        ReproduceConfig(cot_min_separation=1.0)
+    with pytest.raises(ValueError, match="cot_extra_steps >= 1"):
+        ReproduceConfig(cot_min_separation=0.5, cot_extra_steps=0)
+
+
 @pytest.mark.slow
 def test_reproduce_smoke(ray_session, tmp_path, caplog):
     from genrm_rl.config import from_dict
@@ -40,6 +49,8 @@ def test_reproduce_smoke(ray_session, tmp_path, caplog):
         "cot_k": 2, "cot_k_curve": [1, 2], "cot_max_new_tokens": 24, "num_workers": 1, "cpus_per_worker": 0.5,
         "num_replicas": 1, "replica_cpus": 0.25, "score_batch_size": 8, "oracle_set": True, "n_oracle": 3,
         "bootstrap_samples": 50, "verifiers": ["genrm_cot", "genrm_direct", "orm", "llm_judge"],
+        "cot_min_separation": 0.99, "cot_extra_steps": 3, "cot_max_extensions": 1, "cot_check_problems": 2,
+        "cot_check_k": 1,
     })
     summary = Pipeline(cfg).run()
     out = tmp_path / "run"
@@ -65,6 +76,14 @@ def test_reproduce_smoke(ray_session, tmp_path, caplog):
     starts = [json.loads(line) for line in (out / "generator" / "metrics.jsonl").read_text().splitlines()
               if '"event": "start"' in line]
     assert [s["resumed_from"] for s in starts] == [None, 6]
+    # so did both GenRM-CoT verifiers (a dev separation of 0.99 is out of reach), each measured twice
+    for name in ("genrm_cot", "genrm_cot_lambda0"):
+        checks = summary["verifier_checks"][name]
+        assert [c["steps"] for c in checks] == [6, 9] and all(-1 <= c["separation"] <= 1 for c in checks)
+        starts = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()
+                  if '"event": "start"' in line]
+        assert [s["resumed_from"] for s in starts] == [None, 6]
+    assert "GenRM-CoT gate" in (out / "report.md").read_text() and "genrm_direct" not in summary["verifier_checks"]
     # no snapshot reached the (impossible) policy bar: every one was measured, the final generator is the policy
     assert [Path(c["model"]).name for c in summary["policy"]["checks"]] == ["step-3", "step-6", "step-9", "model"]
     assert (out / "policy" / "config.json").is_file()

@@ -161,6 +161,18 @@ def test_planted_errors_are_near_misses_that_change_the_answer():
     assert kinds == {"end", "answer", "step"}
 
 
+@pytest.mark.parametrize("name", ["last_letter", "word_sort"])
+def test_planted_candidates_hold_one_reference_per_problem(name):
+    from genrm_rl.generation import planted_candidates
+
+    problems = get_task(name).make_problems("train", 5, seed=2)
+    cands = planted_candidates(problems, 4, random.Random(0))
+    assert [c.problem_id for c in cands] == [p.id for p in problems for _ in range(4)]
+    assert [c.candidate_id for c in cands] == [0, 1, 2, 3] * 5
+    assert [sum(c.correct for c in cands[i:i + 4]) for i in range(0, 20, 4)] == [1] * 5
+    assert cands == planted_candidates(problems, 4, random.Random(0))  # the same rng state, the same set
+
+
 def test_rationale_for_truncated_and_garbage_candidates():
     task = get_task("last_letter")
     p = task.make_problems("test", 1, seed=0)[0]
