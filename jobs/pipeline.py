@@ -335,15 +335,15 @@ class Pipeline:
         from genrm_rl.modeling import load_causal_lm, load_tokenizer
         from genrm_rl.prompts import get_prompt_format
 
-        cfg, dev = self.cfg, self._dev_problems()
-        fmt = get_prompt_format(cfg.prompt_format, load_tokenizer(base))
+        cfg = self.cfg
 
         def train(steps):
             return self.train("generator", base, dataclasses.replace(cfg.generator, max_steps=steps), "generator",
                               export_every=cfg.snapshot_every)
 
-        def check(model):
-            acc = greedy_accuracy(load_causal_lm(model, self.device), load_tokenizer(model), dev, fmt,
+        def check(model):  # built here, so a run whose gate has already decided skips it
+            fmt = get_prompt_format(cfg.prompt_format, load_tokenizer(base))
+            acc = greedy_accuracy(load_causal_lm(model, self.device), load_tokenizer(model), self._dev_problems(), fmt,
                                   cfg.max_solution_tokens)
             log.info("generator: greedy dev accuracy %.3f (bar %.2f)", acc, cfg.generator_min_accuracy)
             return acc >= cfg.generator_min_accuracy, {"dev_greedy_accuracy": acc}
