@@ -8,6 +8,13 @@ character, and the header carries no information for a model fine-tuned on one f
 the compact layout inside the model's own chat template (the question as the user's turn, the
 solution and the verification as the assistant's), for chat-tuned checkpoints; it is built from the
 tokenizer, so the template's BOS and turn markers are exactly the model's.
+
+What a verifier reads of a candidate (`verify_input`) is part of the format too: `solution` (the
+paper's) or `answer`, only the solution's final-answer line. Why `answer` exists: a tiny verifier
+finds the question's words by their distance from the row it is writing, and with the whole
+solution in between that distance grows with the list, so rows trained on 2-4 words misread 5-6
+(docs/experiments.md, A1-A2). It is recorded with a trained verifier and applied wherever its
+prompts are built, so training and scoring can never disagree.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ ANSWER_CUE = "A: Let's think step by step."
 VERDICT_CUE = "Verification: Is the answer correct (Yes/No)?"
 COT_CUE = "Verification: Let's verify step by step."
 YES, NO = " Yes", " No"
+ANSWER_LINE = "The answer is"
+VERIFY_INPUTS = ("solution", "answer")
 
 RELEASED_HEADER = (
     'Solve the math problems and provide step-by-step solutions, ending with "The answer is [Insert Final Answer Here]".\n'
@@ -25,6 +34,14 @@ RELEASED_HEADER = (
     'When asked "Verification: Let\'s verify step by step.", verify every step of the solution and conclude with '
     '"Verification: Is the answer correct (Yes/No)?" followed by " Yes" or " No".\n\n'
 )
+
+
+def answer_line(solution: str) -> str:
+    """The solution's last `The answer is ...` line; a solution without one is read by its last
+    non-empty line (what a truncated or malformed candidate ended with)."""
+    lines = [line for line in solution.splitlines() if line.strip()]
+    answers = [line for line in lines if line.startswith(ANSWER_LINE)]
+    return answers[-1] if answers else (lines[-1] if lines else solution)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +53,16 @@ class PromptFormat:
     after: str = "\n"
     """Text between the question and the answer cue (a chat template: end of the user's turn and the
     opening of the assistant's)."""
+    verify_input: str = "solution"
+    """What verification prompts show of a candidate: the whole `solution` or its `answer` line."""
+
+    def __post_init__(self):
+        if self.verify_input not in VERIFY_INPUTS:
+            raise ValueError(f"verify_input must be one of {', '.join(VERIFY_INPUTS)}, got {self.verify_input!r}")
+
+    def shown(self, solution: str) -> str:
+        """The part of `solution` a verification prompt shows."""
+        return answer_line(solution) if self.verify_input == "answer" else solution
 
     def generation(self, question: str) -> str:
         """Prompt for solving; the completion is the solution."""
@@ -43,11 +70,11 @@ class PromptFormat:
 
     def direct(self, question: str, solution: str) -> str:
         """Direct GenRM prompt; the completion is " Yes" or " No"."""
-        return f"{self.generation(question)}{solution}\n{VERDICT_CUE}"
+        return f"{self.generation(question)}{self.shown(solution)}\n{VERDICT_CUE}"
 
     def cot(self, question: str, solution: str) -> str:
         """GenRM-CoT prompt; the completion is a rationale ending in the verdict cue + Yes/No."""
-        return f"{self.generation(question)}{solution}\n{COT_CUE}\n"
+        return f"{self.generation(question)}{self.shown(solution)}\n{COT_CUE}\n"
 
     def parse(self, prompt: str) -> tuple[str, str, str]:
         """Inverse of `direct`/`cot`: (question, solution, "direct"|"cot")."""
@@ -97,10 +124,13 @@ def chat_format(tokenizer) -> PromptFormat:
     return PromptFormat("chat", "", before, after)
 
 
-def get_prompt_format(name: str, tokenizer=None) -> PromptFormat:
-    """The named format; `chat` is built from the model's tokenizer (its chat template)."""
+def get_prompt_format(name: str, tokenizer=None, verify_input: str = "solution") -> PromptFormat:
+    """The named format; `chat` is built from the model's tokenizer (its chat template).
+    `verify_input`: what its verification prompts show of a candidate (see `PromptFormat`)."""
     if name == "chat":
-        return chat_format(tokenizer)
-    if name not in PROMPT_FORMATS:
+        fmt = chat_format(tokenizer)
+    elif name not in PROMPT_FORMATS:
         raise ValueError(f"unknown prompt format {name!r}; choose one of {', '.join(FORMAT_NAMES)}")
-    return PROMPT_FORMATS[name]
+    else:
+        fmt = PROMPT_FORMATS[name]
+    return fmt if verify_input == fmt.verify_input else dataclasses.replace(fmt, verify_input=verify_input)

@@ -66,6 +66,10 @@ class VerifierConfig:
     prompt_format: Literal["auto", "released", "compact", "chat"] = option(
         "auto", help="auto = what training recorded in the model's genrm_rl.json (else compact); released = the "
                      "paper's header")
+    verify_input: Literal["auto", "solution", "answer"] = option(
+        "auto", help="what the verifier reads of a candidate: auto = what training recorded in the model's "
+                     "genrm_rl.json (else solution); solution = all of it (the paper); answer = its final-answer "
+                     "line only (see genrm_rl.prompts)")
     device: str = option("auto", help="auto, cpu or cuda[:i]")
     dtype: str = option("auto", help="auto, float32, bfloat16 or float16")
     seed: int = option(0, help="sampling seed (results are reproducible per batch composition)")
@@ -92,6 +96,8 @@ class VerifierConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.verify_input not in ("auto", "solution", "answer"):
+            raise ValueError(f"verify_input must be auto, solution or answer, got {self.verify_input!r}")
         if MODE_FAMILY[self.mode] != "generative" and self.backend == "vllm":
             raise ValueError(f"mode {self.mode!r} runs on the transformers backend only (it needs no sampling)")
 
@@ -163,6 +169,28 @@ def resolve_prompt_format(cfg) -> str:
     return cfg.prompt_format
 
 
+def resolve_verify_input(cfg) -> str:
+    """`cfg.verify_input`, where `auto` means what the model was trained to read; another choice is
+    used as asked, with a warning, as for the prompt format."""
+    import logging
+
+    recorded = recorded_training(cfg.model).get("verify_input")
+    if cfg.verify_input == "auto":
+        return recorded or "solution"
+    if (recorded or "solution") != cfg.verify_input:
+        logging.getLogger("genrm_rl.verifier").warning(
+            "%s was trained to read the candidate's %s but is scored on its %s", cfg.model, recorded or "solution",
+            cfg.verify_input)
+    return cfg.verify_input
+
+
+def verifier_prompt_format(cfg, tokenizer):
+    """The prompt format a trained verifier is scored with: its layout and what it reads."""
+    from genrm_rl.prompts import get_prompt_format
+
+    return get_prompt_format(resolve_prompt_format(cfg), tokenizer, resolve_verify_input(cfg))
+
+
 def backend_spec(cfg):
     """The backend-loading fields of a `VerifierConfig` or `SampleConfig`."""
     from genrm_rl.backends import BackendSpec
@@ -194,12 +222,11 @@ class GenerativeVerifier:
 
     def __init__(self, cfg: VerifierConfig, backend=None):
         from genrm_rl.backends import build_backend
-        from genrm_rl.prompts import get_prompt_format
 
         self.cfg = cfg
         self.backend = backend or build_backend(cfg.backend, backend_spec(cfg))
         self.tokenizer = self.backend.tokenizer
-        self.fmt = get_prompt_format(resolve_prompt_format(cfg), self.tokenizer)
+        self.fmt = verifier_prompt_format(cfg, self.tokenizer)
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         from genrm_rl.modeling import encode
@@ -278,12 +305,11 @@ class ORMScorer:
 
     def __init__(self, cfg: VerifierConfig):
         from genrm_rl.modeling import load_scalar_head_model, load_tokenizer, resolve_device
-        from genrm_rl.prompts import get_prompt_format
 
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.tokenizer = load_tokenizer(cfg.model, padding_side="left")
-        self.fmt = get_prompt_format(resolve_prompt_format(cfg), self.tokenizer)
+        self.fmt = verifier_prompt_format(cfg, self.tokenizer)
         self.model = load_scalar_head_model(cfg.model, self.device, cfg.dtype, self.tokenizer.pad_token_id)
         self.context = getattr(self.model.config, "max_position_embeddings", None)
 
@@ -381,8 +407,9 @@ class DPOScorer:
 
 
 def orm_input(fmt, question: str, solution: str) -> str:
-    """The ORM sees what the generator saw plus the solution (no verification cue)."""
-    return fmt.generation(question) + solution
+    """The ORM sees what the generator saw plus the solution, or what `fmt` shows of it (no
+    verification cue)."""
+    return fmt.generation(question) + fmt.shown(solution)
 
 
 def score_candidates(scorer, cands, chunk_size: int, progress: bool = True, desc: str = "score"):

@@ -48,10 +48,20 @@ class StageConfig:
     negatives_per_problem: int = option(1, help="planted-error candidates per problem (verifiers)")
     foreign_negatives_per_problem: int = option(0, help="another problem's solution as a wrong candidate, per "
                                                         "problem (verifiers; see TrainDataConfig)")
+    long_negatives_per_problem: int = option(0, help="the reference with extra answer letters as a wrong "
+                                                     "candidate, per problem (verifiers; see TrainDataConfig)")
+    verify_input: Literal["solution", "answer"] = option(
+        "solution", help="what the trained verifiers read of a candidate: the whole solution (the paper) or its "
+                         "final-answer line (see genrm_rl.prompts)")
     gen_weight: float = option(1 / 3, help="λ (GenRM objectives)")
     rationale_rows: Literal["all", "ends"] = option("all", help="oracle rationale rows of the verifiers' data "
                                                                 "(see TrainDataConfig)")
     warmup_ratio: float = option(0.05, help="warmup fraction")
+
+    def __post_init__(self):
+        if min(self.negatives_per_problem, self.foreign_negatives_per_problem, self.long_negatives_per_problem) < 0:
+            raise ValueError("negatives_per_problem, foreign_negatives_per_problem and long_negatives_per_problem "
+                             "must be >= 0")
 
 
 @dataclasses.dataclass
@@ -245,6 +255,8 @@ class Pipeline:
                      "negatives_per_problem": stage.negatives_per_problem, "prompt_format": cfg.prompt_format,
                      "foreign_negatives_per_problem": stage.foreign_negatives_per_problem if objective != "generator" else 0,
                      "rationale_rows": stage.rationale_rows,
+                     "long_negatives_per_problem": stage.long_negatives_per_problem if objective != "generator" else 0,
+                     "verify_input": stage.verify_input,
                      "candidates_files": candidates, "balance": cfg.balance and objective != "generator",
                      "val_fraction": 0.02, "exclude_problems": [str(self.out / "data/val_problems.jsonl"),
                                                                 str(self.out / "data/test_problems.jsonl")]},

@@ -54,6 +54,43 @@ def test_released_prompt_format_is_rebuilt_exactly():
     assert fmt.cot("q", "s").endswith(f"s\n{COT_CUE}\n") and fmt.direct("q", "s").endswith(f"s\n{VERDICT_CUE}")
 
 
+def test_answer_only_prompts_show_the_answer_line():
+    """`verify_input: answer` keeps the layout and cues and shows only the candidate's last answer line
+    (or, without one, its last line); the generation prompt does not change."""
+    from genrm_rl.prompts import answer_line
+
+    solution = "\" coat: t, so t.\ncoat dog: g, so tg.\ndog \": end.\nThe answer is tg."
+    full, short = get_prompt_format("compact"), get_prompt_format("compact", verify_input="answer")
+    assert short.cot("Q?", solution) == f"Q: Q?\nA: Let's think step by step.\nThe answer is tg.\n{COT_CUE}\n"
+    assert short.direct("Q?", solution).endswith(f"step by step.\nThe answer is tg.\n{VERDICT_CUE}")
+    assert full.cot("Q?", solution) == short.cot("Q?", solution).replace("The answer is tg.", solution)
+    assert short.generation("Q?") == full.generation("Q?")
+    assert short.parse(short.cot("Q?", solution)) == ("Q?", "The answer is tg.", "cot")
+    assert answer_line("a\nThe answer is x.\nThe answer is y.\n") == "The answer is y."
+    assert answer_line("coat dog: g, so tg.\n\n") == "coat dog: g, so tg."
+    assert answer_line("") == ""
+    released = get_prompt_format("released", verify_input="answer")
+    assert released.header == get_prompt_format("released").header and released.verify_input == "answer"
+    with pytest.raises(ValueError, match="verify_input"):
+        get_prompt_format("compact", verify_input="steps")
+
+
+def test_verifier_reads_what_its_training_recorded(tmp_path, caplog):
+    """A verifier is scored on the input it trained on (`genrm_rl.json`), unless told otherwise, which
+    warns; a model without the record reads whole solutions."""
+    from genrm_rl.verifier import VerifierConfig, resolve_verify_input
+
+    (tmp_path / "genrm_rl.json").write_text(json.dumps({"objective": "genrm_cot", "prompt_format": "compact",
+                                                         "verify_input": "answer"}))
+    assert resolve_verify_input(VerifierConfig(model=str(tmp_path), mode="cot")) == "answer"
+    with caplog.at_level("WARNING", logger="genrm_rl.verifier"):
+        assert resolve_verify_input(VerifierConfig(model=str(tmp_path), mode="cot", verify_input="solution")) == "solution"
+    assert "trained to read the candidate's answer" in caplog.text
+    assert resolve_verify_input(VerifierConfig(model=str(tmp_path / "none"), mode="cot")) == "solution"
+    with pytest.raises(ValueError, match="verify_input"):
+        VerifierConfig(model=str(tmp_path), mode="cot", verify_input="steps")
+
+
 def test_released_loaders_counts():
     assert len(critiques.load_released(DATA / "rm_correct_solutions_batch_08_val.zip")) == 125
     neg = critiques.load_released(DATA / "rm_incorrect_solutions_batch_08_val.zip")

@@ -162,6 +162,49 @@ def test_foreign_negatives_are_other_problems_solutions_of_the_same_length():
         TrainDataConfig(task="last_letter", foreign_negatives_per_problem=-1)
 
 
+def test_long_negatives_and_answer_only_verification_prompts():
+    """`long_negatives_per_problem` adds, per problem, the reference with 2-4 letters appended to its
+    answer (wrong, longer than the list) and leaves every other example as it was;
+    `verify_input: answer` shows verification prompts only the answer line, while the λ term still
+    trains on whole solutions. Tasks without long answers and bad values are clear errors."""
+    from genrm_rl.config import from_dict
+    from genrm_rl.tasks import get_task
+    from genrm_rl.training.data import TrainDataConfig, build_examples
+
+    task = get_task("last_letter")
+    base = TrainDataConfig(task="last_letter", num_problems=30, negatives_per_problem=1)
+    plain, _ = build_examples("genrm_cot", base, 0.0, "mix", "")
+    data = TrainDataConfig(task="last_letter", num_problems=30, negatives_per_problem=1, long_negatives_per_problem=1)
+    cot, stats = build_examples("genrm_cot", data, 0.0, "mix", "")
+    assert stats.verify == 90
+    assert [e.completion for i, e in enumerate(cot) if i % 3 != 2] == [e.completion for e in plain]
+    for e in cot[2::3]:  # each problem: good, planted, long
+        question = e.prompt.split("\nA:")[0].removeprefix("Q: ")
+        solution = e.prompt.split("step by step.\n", 1)[1].rsplit("\nVerification", 1)[0]
+        target = task.target(task.items(question))
+        answer = task.extract_answer(solution)
+        assert answer.startswith(target) and 2 <= len(answer) - len(target) <= 4
+        assert e.completion.endswith("(Yes/No)? No")
+    answer_only = TrainDataConfig(task="last_letter", num_problems=30, negatives_per_problem=1, verify_input="answer")
+    short, _ = build_examples("genrm_cot", answer_only, 0.25, "mix", "")
+    verify = [e for e in short if e.kind == "verify"]
+    assert [e.completion for e in verify] == [e.completion for e in plain]  # same rationales, shorter prompts
+    for e in verify:
+        shown = e.prompt.split("step by step.\n", 1)[1].rsplit("\nVerification", 1)[0]
+        assert shown.startswith("The answer is") and "\n" not in shown
+    generate = [e for e in short if e.kind == "generate"]
+    assert generate and all(e.completion.count("\n") >= 3 for e in generate)  # whole walks
+    direct, _ = build_examples("genrm_direct", answer_only, 0.0, "mix", "")
+    assert all(e.prompt.split("step by step.\n", 1)[1].startswith("The answer is") for e in direct)
+    with pytest.raises(ValueError, match="long-answer negatives"):
+        build_examples("genrm_cot", TrainDataConfig(task="word_sort", num_problems=5, long_negatives_per_problem=1),
+                       0.0, "mix", "")
+    with pytest.raises(ValueError, match="long_negatives_per_problem"):
+        TrainDataConfig(task="last_letter", long_negatives_per_problem=-1)
+    with pytest.raises(ValueError, match="verify_input"):
+        from_dict(TrainDataConfig, {"task": "last_letter", "verify_input": "steps"})
+
+
 def test_epoch_shards_cover_data_once_per_rank_group():
     from genrm_rl.training.worker import epoch_shard
 

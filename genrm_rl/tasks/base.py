@@ -121,6 +121,11 @@ class Task:
         raise NotImplementedError
 
     # ---- oracle rationale -----------------------------------------------------------------
+    def long_answer(self, problem: Problem, rng: random.Random) -> str:
+        """The reference solution with extra items appended to its final answer: a wrong candidate
+        whose answer is longer than the list. Tasks without one say so."""
+        raise ValueError(f"task {self.name!r} has no long-answer negatives: set long_negatives_per_problem to 0")
+
     def rationale(self, problem: Problem, solution: str, rows: str = "all") -> Rationale:
         """The verification a program writes: the solution as it should be, step by step, derived from
         the question alone, then the final answers compared.

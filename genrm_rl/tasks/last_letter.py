@@ -105,6 +105,15 @@ class LastLetterTask(Task):
         lines[-1] = f"The answer is {wrong}."
         return self._join(lines), n + 2
 
+    def long_answer(self, problem: Problem, rng: random.Random) -> str:
+        """The reference walk with 2-4 random letters appended to its answer (`The answer is tgexq.`):
+        rows past the list's end are `-`, and answer letters sit further from the rows than any
+        right answer of 2-4 words puts them."""
+        extra = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 4)))
+        lines = self.solve(problem).splitlines()
+        lines[-1] = f"The answer is {problem.target}{extra}."
+        return self._join(lines)
+
     def rationale(self, problem: Problem, solution: str, rows: str = "all") -> Rationale:
         """The verification a program writes: one row per position of the solution's answer, with the
         solution's letter, the letter the question asks for there (the last letter of that word) and a

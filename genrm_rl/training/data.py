@@ -30,6 +30,14 @@ class TrainDataConfig:
         0, help="wrong candidates per problem that are another problem's correct solution (same length): their "
                 "letters disagree with the question almost everywhere, so a verifier that copies the solution "
                 "instead of reading the question is wrong on every step (docs/experiments.md, T2)")
+    long_negatives_per_problem: int = option(
+        0, help="wrong candidates per problem that are the reference solution with 2-4 extra items appended to "
+                "its answer: answers longer than the list, so the verifier also learns to read answer items "
+                "(and question words) further from its rows than 2-4-item answers put them "
+                "(docs/experiments.md, X5 and A2)")
+    verify_input: Literal["solution", "answer"] = option(
+        "solution", help="what verification examples show of a candidate: the whole solution (the paper) or its "
+                         "final-answer line (see genrm_rl.prompts); recorded with the model for scoring")
     candidates_files: list[str] = option([], help="extra candidates JSONL files (e.g. generator samples)")
     released_files: list[str] = option([], help="genrm-critiques .zip / data_collection .jsonl.gz files")
     released_limit: int = option(0, help="use at most this many released examples (0 = all)")
@@ -47,8 +55,12 @@ class TrainDataConfig:
                                        "as the paper balances its verification data")
 
     def __post_init__(self):
-        if self.num_problems < 0 or self.negatives_per_problem < 0 or self.foreign_negatives_per_problem < 0:
-            raise ValueError("num_problems, negatives_per_problem and foreign_negatives_per_problem must be >= 0")
+        if min(self.num_problems, self.negatives_per_problem, self.foreign_negatives_per_problem,
+               self.long_negatives_per_problem) < 0:
+            raise ValueError("num_problems, negatives_per_problem, foreign_negatives_per_problem and "
+                             "long_negatives_per_problem must be >= 0")
+        if self.verify_input not in ("solution", "answer"):
+            raise ValueError(f"verify_input must be 'solution' or 'answer', got {self.verify_input!r}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not self.task and not self.candidates_files and not self.released_files:
@@ -106,6 +118,9 @@ def _labelled_candidates(cfg: TrainDataConfig) -> tuple[list[tuple[str, str, boo
             for _ in range(cfg.negatives_per_problem):
                 bad, _step = task.corrupt(problem, rng)
                 out.append((problem.question, bad, False, task.rationale(problem, bad, cfg.rationale_rows).text))
+            for j in range(cfg.long_negatives_per_problem):  # own draws: the other negatives stay as they were
+                long = task.long_answer(problem, random.Random(f"long/{cfg.seed}/{i}" + (f"/{j}" if j else "")))
+                out.append((problem.question, long, False, task.rationale(problem, long, cfg.rationale_rows).text))
             if not cfg.foreign_negatives_per_problem:
                 continue
             peers = [p for p in by_length[lengths[i]] if p.target != problem.target]
@@ -171,7 +186,7 @@ def build_examples(objective: str, cfg: TrainDataConfig, gen_weight: float, gen_
     from genrm_rl.prompts import NO, YES, get_prompt_format
     from genrm_rl.verifier import orm_input
 
-    fmt = get_prompt_format(cfg.prompt_format, tokenizer)
+    fmt = get_prompt_format(cfg.prompt_format, tokenizer, cfg.verify_input)
     candidates, stats = _labelled_candidates(cfg)
     rng = random.Random(f"mix/{cfg.seed}")
     examples: list[Example] = []
