@@ -59,8 +59,10 @@ class TrainDataConfig:
                self.long_negatives_per_problem) < 0:
             raise ValueError("num_problems, negatives_per_problem, foreign_negatives_per_problem and "
                              "long_negatives_per_problem must be >= 0")
-        if self.verify_input not in ("solution", "answer"):
-            raise ValueError(f"verify_input must be 'solution' or 'answer', got {self.verify_input!r}")
+        from genrm_rl.prompts import VERIFY_INPUTS
+
+        if self.verify_input not in VERIFY_INPUTS:
+            raise ValueError(f"verify_input must be one of {', '.join(VERIFY_INPUTS)}, got {self.verify_input!r}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not self.task and not self.candidates_files and not self.released_files:
