@@ -28,6 +28,12 @@ YES, NO = " Yes", " No"
 ANSWER_LINE = "The answer is"
 VERIFY_INPUTS = ("solution", "answer")
 
+
+def check_verify_input(value: str, also: tuple[str, ...] = ()) -> None:
+    """ValueError unless `value` is one of `VERIFY_INPUTS` (or of `also`, a config's extra choices)."""
+    if value not in (*also, *VERIFY_INPUTS):
+        raise ValueError(f"verify_input must be one of {', '.join((*also, *VERIFY_INPUTS))}, got {value!r}")
+
 RELEASED_HEADER = (
     'Solve the math problems and provide step-by-step solutions, ending with "The answer is [Insert Final Answer Here]".\n'
     'When asked "Verification: Is the answer correct (Yes/No)?", respond with " Yes" or " No" based on the answer\'s correctness.\n'
@@ -57,8 +63,7 @@ class PromptFormat:
     """What verification prompts show of a candidate: the whole `solution` or its `answer` line."""
 
     def __post_init__(self):
-        if self.verify_input not in VERIFY_INPUTS:
-            raise ValueError(f"verify_input must be one of {', '.join(VERIFY_INPUTS)}, got {self.verify_input!r}")
+        check_verify_input(self.verify_input)
 
     def shown(self, solution: str) -> str:
         """The part of `solution` a verification prompt shows."""

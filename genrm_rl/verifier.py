@@ -96,10 +96,9 @@ class VerifierConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        from genrm_rl.prompts import VERIFY_INPUTS
+        from genrm_rl.prompts import check_verify_input
 
-        if self.verify_input not in ("auto", *VERIFY_INPUTS):
-            raise ValueError(f"verify_input must be auto or one of {', '.join(VERIFY_INPUTS)}, got {self.verify_input!r}")
+        check_verify_input(self.verify_input, also=("auto",))
         if MODE_FAMILY[self.mode] != "generative" and self.backend == "vllm":
             raise ValueError(f"mode {self.mode!r} runs on the transformers backend only (it needs no sampling)")
 

@@ -59,10 +59,9 @@ class TrainDataConfig:
                self.long_negatives_per_problem) < 0:
             raise ValueError("num_problems, negatives_per_problem, foreign_negatives_per_problem and "
                              "long_negatives_per_problem must be >= 0")
-        from genrm_rl.prompts import VERIFY_INPUTS
+        from genrm_rl.prompts import check_verify_input
 
-        if self.verify_input not in VERIFY_INPUTS:
-            raise ValueError(f"verify_input must be one of {', '.join(VERIFY_INPUTS)}, got {self.verify_input!r}")
+        check_verify_input(self.verify_input)
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not self.task and not self.candidates_files and not self.released_files:
