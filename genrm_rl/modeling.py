@@ -50,6 +50,31 @@ def _looks_like_hub_id(name: str) -> bool:
     return name.count("/") == 1 and not name.startswith((".", "/", "~"))
 
 
+# Per-load progress bars: one per model load or save, dozens per pipeline run (every replica, every
+# training stage). Download bars from the Hub are a different bar and stay.
+_QUIET_BARS = ("Loading weights", "Writing model shards")
+_bars_quieted = False
+
+
+def quiet_weight_bars() -> None:
+    """Drop transformers' per-load "Loading weights" / "Writing model shards" bars in this process.
+    Idempotent; a transformers without `set_tqdm_hook` keeps its bars (cosmetic, nothing else)."""
+    global _bars_quieted
+    from transformers.utils import logging as hf_logging
+
+    set_hook = getattr(hf_logging, "set_tqdm_hook", None)
+    if set_hook is None or _bars_quieted:
+        return
+
+    def hook(factory, args, kwargs):
+        if kwargs.get("desc") in _QUIET_BARS:
+            kwargs = {**kwargs, "disable": True}
+        return factory(*args, **kwargs)
+
+    set_hook(hook)
+    _bars_quieted = True
+
+
 def load_tokenizer(path: str | Path, padding_side: str = "left"):
     from transformers import AutoTokenizer
 
@@ -89,6 +114,7 @@ def load_causal_lm(path: str | Path, device: str = "auto", dtype: str = "auto"):
     from transformers import AutoModelForCausalLM
 
     check_model_dir(path)
+    quiet_weight_bars()
     device = resolve_device(device)
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(dtype, device))
     return model.to(device).eval()
@@ -99,6 +125,7 @@ def load_scalar_head_model(path: str | Path, device: str = "auto", dtype: str = 
     from transformers import AutoModelForSequenceClassification
 
     check_model_dir(path)
+    quiet_weight_bars()
     device = resolve_device(device)
     kwargs = {"num_labels": 1}
     if pad_token_id is not None:

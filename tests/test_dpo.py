@@ -1,5 +1,7 @@
 """The DPO verifier baseline: preference pairs, TRL's DPOTrainer on the tiny model, the scorer."""
 
+import contextlib
+import io
 import json
 import math
 
@@ -34,9 +36,11 @@ def dpo_run(tiny_model_dir, tmp_path_factory):
         "data": {"task": "last_letter", "num_problems": 48, "val_fraction": 0.0}, "max_steps": 40,
         "micro_batch_size": 8, "lr": 1e-3, "dpo_beta": 0.1, "log_every": 10, "warmup_ratio": 0.0,
     })
-    result = run_training(cfg)
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console), contextlib.redirect_stderr(console):
+        result = run_training(cfg)
     rows, _ = preference_pairs(cfg)
-    return cfg, result, rows, out
+    return cfg, result, rows, out, console.getvalue()
 
 
 def test_preference_pairs_pair_a_correct_with_an_incorrect_solution(dpo_run):
@@ -45,7 +49,7 @@ def test_preference_pairs_pair_a_correct_with_an_incorrect_solution(dpo_run):
     from genrm_rl.tasks import Problem, get_task
     from genrm_rl.training.config import TrainConfig
 
-    cfg, _, rows, _ = dpo_run
+    cfg, _, rows, _, _ = dpo_run
     task, fmt = get_task("last_letter"), get_prompt_format("compact")
     assert len(rows) == 48  # one planted error per problem
     for row in rows:
@@ -61,8 +65,13 @@ def test_dpo_trains_with_trl_and_scores_by_implicit_reward(dpo_run, tiny_model_d
     from genrm_rl.prompts import get_prompt_format
     from genrm_rl.verifier import VerifierConfig, build_scorer
 
-    cfg, result, rows, out = dpo_run
+    cfg, result, rows, out, console = dpo_run
     assert result["step"] == 40 and result["pairs"] == 48
+    # the console shows one progress bar like the other training stages, not the Trainer's log dict
+    # per step, a bar per dataset map or transformers' per-load bars
+    assert "train dpo" in console and "40/40" in console, console[-2000:]
+    for noise in ("{'loss'", "Loading weights", "Writing model shards", "Tokenizing", "Adding EOS"):
+        assert noise not in console, (noise, console[-2000:])
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("rewards/margins" in m for m in logged)
     meta = json.loads((out / "model" / "genrm_rl.json").read_text())

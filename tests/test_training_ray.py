@@ -122,6 +122,28 @@ def _wait(cond, timeout, proc):
     return cond()
 
 
+# What Ray Train, DeepSpeed and transformers print by default, once or more per training job
+FRAMEWORK_NOISE = ("Requesting resources", "training worker group", "Setting up process group",
+                   "Reporting training result", "Checkpoint successfully created", "built successfully",
+                   "before it has started", "Loading weights", "Writing model shards")
+
+
+def test_training_job_console_shows_progress_not_framework_noise(ray_session, tiny_model_dir, tmp_path):
+    """`genrm-rl train` under Ray: the console has the job's own progress bar and result (and
+    checkpoints are still written), not the frameworks' per-run INFO lines and per-load bars."""
+    out = tmp_path / "quiet"
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    proc = _run_job([f"model={tiny_model_dir}", f"output_dir={out}", "data.task=last_letter", "data.num_problems=40",
+                     "max_steps=6", "micro_batch_size=8", "checkpoint_every=3", "log_every=3", "launcher=ray",
+                     "ray.num_workers=1", "ray.cpus_per_worker=0.5", "tensorboard=false"], env)
+    console, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, console[-3000:]
+    assert "train quiet (genrm_cot)" in console and '"step": 6' in console, console[-3000:]
+    assert 3 in _checkpoint_steps(out) or 6 in _checkpoint_steps(out)
+    for noise in FRAMEWORK_NOISE:
+        assert noise not in console, (noise, console[-3000:])
+
+
 @pytest.mark.slow
 def test_killed_job_resumes_from_its_checkpoint(ray_session, tiny_model_dir, tmp_path):
     """SIGKILL the training job (driver and its Ray workers) at several moments, one of them inside a

@@ -48,13 +48,15 @@ def preference_pairs(cfg, tokenizer=None) -> tuple[list[dict], dict]:
 def train_dpo(cfg_dict: dict, rows: list[dict], stats: dict) -> dict:
     """Train with TRL DPOTrainer on `rows` (from `preference_pairs`, built by the driver) and export
     `<output_dir>/model`; returns a result dict."""
+    import datasets
     import torch
     from datasets import Dataset
-    from transformers import TrainerCallback
+    from tqdm import tqdm
+    from transformers import PrinterCallback, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
     from genrm_rl.config import from_dict
-    from genrm_rl.modeling import load_tokenizer
+    from genrm_rl.modeling import load_tokenizer, quiet_weight_bars
     from genrm_rl.training.config import TrainConfig
 
     cfg = from_dict(TrainConfig, cfg_dict)
@@ -64,22 +66,43 @@ def train_dpo(cfg_dict: dict, rows: list[dict], stats: dict) -> dict:
     on_gpu = torch.cuda.is_available()
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
     metrics_file = out / "metrics.jsonl"
+    # The console shows what the other training stages show: one progress bar with the loss (at most
+    # every 5 s), not the Trainer's dict per log step and a bar per dataset map over in-memory rows.
+    quiet_weight_bars()
+    datasets.disable_progress_bars()
 
     class JsonlMetrics(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             with open(metrics_file, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"step": state.global_step, **(logs or {})}) + "\n")
 
+    class Progress(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=f"train {out.name}", mininterval=5)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is not None and isinstance((logs or {}).get("loss"), (int, float)):
+                self.bar.set_postfix(loss=f"{logs['loss']:.4f}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
     args = DPOConfig(
         output_dir=str(out / "trainer"), beta=cfg.dpo_beta, learning_rate=cfg.lr, max_steps=cfg.max_steps,
         num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.micro_batch_size,
         gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm, max_length=cfg.data.max_length, logging_steps=cfg.log_every,
-        save_strategy="no", report_to=[], seed=cfg.seed, use_cpu=not on_gpu, bf16=on_gpu, disable_tqdm=False,
+        save_strategy="no", report_to=[], seed=cfg.seed, use_cpu=not on_gpu, bf16=on_gpu, disable_tqdm=True,
     )
     dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
     trainer = DPOTrainer(model=cfg.model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         callbacks=[JsonlMetrics()])
+                         callbacks=[JsonlMetrics(), Progress()])
+    trainer.remove_callback(PrinterCallback)  # what disable_tqdm puts in the bar's place: print(logs)
     t0 = time.time()
     trainer.train()
     seconds = time.time() - t0

@@ -7,11 +7,50 @@ ZeRO-3 builds the model under DeepSpeed's partitioned init (`enable_zero3_init` 
 
 from __future__ import annotations
 
+import builtins
+import contextlib
+import logging
+import sys
 from pathlib import Path
 
 import torch
 
 _DS_CONFIGS = []  # HfDeepSpeedConfig objects must outlive from_pretrained for zero.Init to apply
+log = logging.getLogger("genrm_rl.train")
+
+
+class _NotAWarning(logging.Filter):
+    """DeepSpeed's WarmupLR/WarmupDecayLR ask themselves for a rate while being built and warn that
+    the schedule "has not started" on every run; nothing is wrong and nothing can be done about it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "before it has started" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_deepspeed_setup():
+    """DeepSpeed's communication layer `print`s a line per op it loads ("... built successfully",
+    once or twice per rank per run): keep those for --verbose. `print` itself is swapped, not
+    sys.stdout, because Ray Train workers route `print` to their logger. DeepSpeed's logger keeps the
+    stream it captured at import, so its real warnings still reach the console."""
+    from deepspeed.utils import logger as ds_logger
+
+    if not any(isinstance(f, _NotAWarning) for f in ds_logger.filters):
+        ds_logger.addFilter(_NotAWarning())
+    printed, saved = [], builtins.print
+
+    def keep(*objects, sep=" ", end="\n", file=None, flush=False):
+        if file not in (None, sys.stdout):
+            return saved(*objects, sep=sep, end=end, file=file, flush=flush)
+        printed.append(sep.join(map(str, objects)))
+
+    builtins.print = keep
+    try:
+        yield
+    finally:
+        builtins.print = saved
+        for line in printed:
+            log.debug("deepspeed: %s", line)
 
 
 def enable_zero3_init(cfg, ds_config) -> bool:
@@ -23,7 +62,8 @@ def enable_zero3_init(cfg, ds_config) -> bool:
 
     # DeepSpeed's own comm layer must wrap the process group first: otherwise its config sees a
     # world of 1 and rejects the batch size (train_batch_size 16 != 8 * 1 * 1; measured, 2 ranks).
-    deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
+    with _quiet_deepspeed_setup():
+        deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
     _DS_CONFIGS.append(HfDeepSpeedConfig(ds_config))
     return True
 
@@ -97,6 +137,8 @@ def build_engine(model, cfg, ds_config, total_steps, world, on_gpu):
         return TorchEngine(model, cfg, total_steps, world, on_gpu)
     import deepspeed
 
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-                                      config=ds_config)
+    with _quiet_deepspeed_setup():
+        engine, *_ = deepspeed.initialize(model=model,
+                                          model_parameters=[p for p in model.parameters() if p.requires_grad],
+                                          config=ds_config)
     return engine

@@ -121,7 +121,7 @@ def run_name(cfg: TrainConfig) -> str:
 
 def _run_ray(cfg: TrainConfig, payload: dict, template: dict, n_train: int) -> dict:
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from genrm_rl.runtime import ensure_ray
@@ -152,7 +152,11 @@ def _run_ray(cfg: TrainConfig, payload: dict, template: dict, n_train: int) -> d
                                      placement_strategy=cfg.ray.placement_strategy),
         run_config=RunConfig(name=run_name(cfg), storage_path=storage,
                              failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=max(1, cfg.keep_checkpoints))),
+                             checkpoint_config=CheckpointConfig(num_to_keep=max(1, cfg.keep_checkpoints)),
+                             # Ray Train's INFO lines (resources requested, worker group started, each
+                             # report and checkpoint) go to its log files in the Ray session directory;
+                             # the console keeps its warnings and our own progress.
+                             logging_config=LoggingConfig(log_level="WARNING")),
     )
     result = trainer.fit()
     model = Path(cfg.output_dir) / "model"

@@ -231,7 +231,7 @@ def train_worker(payload: dict) -> dict:
     """Entry point of every rank. `payload`: {"cfg": TrainConfig dict, "ds_config": dict,
     "train": [Tokenized], "val": [Tokenized], "pos_weight": float}."""
     from genrm_rl.config import from_dict
-    from genrm_rl.modeling import load_tokenizer
+    from genrm_rl.modeling import load_tokenizer, quiet_weight_bars
     from genrm_rl.training.checkpoint import Checkpointer
     from genrm_rl.training.config import TrainConfig
     from genrm_rl.training.engines import build_engine, enable_zero3_init
@@ -244,6 +244,9 @@ def train_worker(payload: dict) -> dict:
         train, val = ray.get(train), ray.get(val)
     rank, world, device, on_gpu = _setup_rank(cfg)
     out = Path(cfg.output_dir)
+    quiet_weight_bars()
+    if cfg.launcher == "ray":
+        _quiet_ray_train_reports()
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
     enable_zero3_init(cfg, payload["ds_config"])
     model = _load_model(cfg, tokenizer, device)
@@ -274,6 +277,19 @@ def train_worker(payload: dict) -> dict:
     log.record({"event": "end", **result})
     log.close(position["step"], val_loss)
     return result
+
+
+def _quiet_ray_train_reports() -> None:
+    """Ray Train logs every `report` (each checkpoint: its path and metrics) at INFO through a logger
+    named after its source file, which RunConfig's LoggingConfig(log_level="WARNING") does not reach
+    (Ray 2.60). Its files in the Ray session directory keep them."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray layout: its lines stay on the console, nothing else changes
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def rerun_name(restored: str | None) -> str | None:
