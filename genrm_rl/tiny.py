@@ -195,6 +195,9 @@ def make_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None) -> P
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     out.mkdir(parents=True, exist_ok=True)
+    from genrm_rl.modeling import quiet_weight_bars
+
+    quiet_weight_bars()
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out

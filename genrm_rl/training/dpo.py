@@ -87,7 +87,7 @@ def train_dpo(cfg_dict: dict, rows: list[dict], stats: dict) -> dict:
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if self.bar is not None and isinstance((logs or {}).get("loss"), (int, float)):
-                self.bar.set_postfix(loss=f"{logs['loss']:.4f}")
+                self.bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
 
         def on_train_end(self, args, state, control, **kwargs):
             self.bar.close()

@@ -30,7 +30,7 @@ class _NotAWarning(logging.Filter):
 @contextlib.contextmanager
 def _quiet_deepspeed_setup():
     """DeepSpeed's communication layer `print`s a line per op it loads ("... built successfully",
-    once or twice per rank per run): keep those for --verbose. `print` itself is swapped, not
+    once or twice per rank per run): they go to the DEBUG log instead. `print` itself is swapped, not
     sys.stdout, because Ray Train workers route `print` to their logger. DeepSpeed's logger keeps the
     stream it captured at import, so its real warnings still reach the console."""
     from deepspeed.utils import logger as ds_logger

@@ -215,7 +215,7 @@ def _train_loop(engine, cfg, train, tokenizer, device, position: dict, total_ste
                 log.record({"step": step, "epoch": epoch, **metrics, "lr": float(engine.get_lr()[0]),
                             "tokens_per_s": tokens_since / max(now - t_last, 1e-9)})
                 t_last, tokens_since = now, 0
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)  # shown at the next refresh (mininterval)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
                 checkpointer.save(engine, {"step": step, "epoch": epoch, "micro": micro}, {"loss": metrics["loss"]})
             if cfg.export_every and step % cfg.export_every == 0:
@@ -282,7 +282,7 @@ def train_worker(payload: dict) -> dict:
 def _quiet_ray_train_reports() -> None:
     """Ray Train logs every `report` (each checkpoint: its path and metrics) at INFO through a logger
     named after its source file, which RunConfig's LoggingConfig(log_level="WARNING") does not reach
-    (Ray 2.60). Its files in the Ray session directory keep them."""
+    (Ray 2.60); metrics.jsonl and the checkpoint directories hold what those lines said."""
     import logging
 
     try:
