@@ -14,6 +14,32 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # vLLM's import on a CPU machine: three lines on Triton having no CPU backend, nothing to act on
+    logging.getLogger("vllm.triton_utils").setLevel(logging.ERROR)
+    # Library warnings through the log, each text once per process: Python's own dedup is per call
+    # site (TRL warns about the vLLM version from five), and its "once" action forgets what it saw
+    # whenever an import adds a warnings filter (vLLM and Ray do).
+    logging.captureWarnings(True)
+    py_warnings = logging.getLogger("py.warnings")
+    if not any(isinstance(f, FirstOfEachWarning) for f in py_warnings.filters):
+        py_warnings.addFilter(FirstOfEachWarning())
+
+
+class FirstOfEachWarning(logging.Filter):
+    """Pass a captured warning (logger "py.warnings") only the first time its text appears."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # "path:line: Category: text\n  source line" -> "Category: text"
+        first = record.getMessage().splitlines()[0] if record.getMessage() else ""
+        key = first.split(": ", 1)[-1] if ": " in first else first
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
 
 
 def _has_cuda() -> bool:

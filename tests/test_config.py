@@ -146,3 +146,30 @@ def test_shipped_deepspeed_templates_are_complete():
         cfg = from_dict(TrainConfig, {"model": "m", "deepspeed": {"zero_stage": stage}})
         ds = build_deepspeed_config(cfg, world_size=2, total_steps=10, on_gpu=False)
         assert ds["zero_optimization"]["stage"] == stage
+
+
+def test_job_logging_shows_a_library_warning_once_whatever_its_call_site():
+    """TRL warns about the vLLM version from five import sites; a job's console says it once."""
+    import logging
+    import warnings
+
+    from jobs._common import setup_logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("py.warnings")
+    logging.captureWarnings(False)  # pytest swapped `showwarning` for this test: capture from here
+    try:
+        setup_logging()
+        logger.addHandler(handler)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            for site in (1, 2, 3):
+                warnings.warn_explicit("vLLM 9.9 is outside the tested range", UserWarning, f"site{site}.py", site)
+            warnings.warn_explicit("a different warning", UserWarning, "site1.py", 7)
+    finally:
+        logger.removeHandler(handler)
+        logging.captureWarnings(False)
+    texts = [r.getMessage().split("UserWarning: ", 1)[1].splitlines()[0] for r in records]
+    assert texts == ["vLLM 9.9 is outside the tested range", "a different warning"]
