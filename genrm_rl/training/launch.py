@@ -154,8 +154,8 @@ def _run_ray(cfg: TrainConfig, payload: dict, template: dict, n_train: int) -> d
                              failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=max(1, cfg.keep_checkpoints)),
                              # Ray Train's INFO lines (resources requested, worker group started, each
-                             # report and checkpoint) go to its log files in the Ray session directory;
-                             # the console keeps its warnings and our own progress.
+                             # checkpoint) stay off the console (its system logs in the Ray session
+                             # directory keep them); its warnings and our own progress stay on it.
                              logging_config=LoggingConfig(log_level="WARNING")),
     )
     result = trainer.fit()
