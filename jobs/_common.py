@@ -34,8 +34,8 @@ class FirstOfEachWarning(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         # "path:line: Category: text\n  source line" -> "Category: text"
-        first = record.getMessage().splitlines()[0] if record.getMessage() else ""
-        key = first.split(": ", 1)[-1] if ": " in first else first
+        first = next(iter(record.getMessage().splitlines()), "")
+        key = first.split(": ", 1)[-1]
         if key in self._seen:
             return False
         self._seen.add(key)
