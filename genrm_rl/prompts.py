@@ -31,8 +31,10 @@ VERIFY_INPUTS = ("solution", "answer")
 
 def check_verify_input(value: str, also: tuple[str, ...] = ()) -> None:
     """ValueError unless `value` is one of `VERIFY_INPUTS` (or of `also`, a config's extra choices)."""
-    if value not in (*also, *VERIFY_INPUTS):
-        raise ValueError(f"verify_input must be one of {', '.join((*also, *VERIFY_INPUTS))}, got {value!r}")
+    choices = (*also, *VERIFY_INPUTS)
+    if value not in choices:
+        raise ValueError(f"verify_input must be one of {', '.join(choices)}, got {value!r}")
+
 
 RELEASED_HEADER = (
     'Solve the math problems and provide step-by-step solutions, ending with "The answer is [Insert Final Answer Here]".\n'
