@@ -7,6 +7,7 @@ tests would not exercise what users run. Everything goes through `from_pretraine
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -120,17 +121,62 @@ def load_causal_lm(path: str | Path, device: str = "auto", dtype: str = "auto"):
     return model.to(device).eval()
 
 
-def load_scalar_head_model(path: str | Path, device: str = "auto", dtype: str = "auto", pad_token_id=None):
-    """A causal LM body with a 1-unit score head (the ORM); a fresh head if `path` is a plain LM."""
+class _HeldRecords(logging.Filter):
+    """Holds back the records of a logger (returns False) and keeps them, to re-emit or drop later."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record):
+        self.records.append(record)
+        return False
+
+
+def scalar_head_from_pretrained(path: str | Path, pad_token_id=None, **kwargs):
+    """`AutoModelForSequenceClassification` with one label on `path`: the ORM's model, in training and
+    in scoring. Started from a plain causal LM (as every ORM training is), its score head is new by
+    design, and transformers reports that missing key as a warning table on every load. That report
+    is dropped when the score head is all it is about; any other missing, unexpected or mismatched
+    key is reported as transformers wrote it, and so is everything it logged before an error."""
     from transformers import AutoModelForSequenceClassification
 
-    check_model_dir(path)
     quiet_weight_bars()
-    device = resolve_device(device)
-    kwargs = {"num_labels": 1}
     if pad_token_id is not None:
         kwargs["pad_token_id"] = pad_token_id
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(path), dtype=resolve_dtype(dtype, device), **kwargs
-    )
+    hf_log = logging.getLogger("transformers.modeling_utils")
+    held = _HeldRecords()
+    hf_log.addFilter(held)
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1,
+                                                                         output_loading_info=True, **kwargs)
+    except BaseException:
+        _reemit(hf_log, held)
+        raise
+    finally:
+        hf_log.removeFilter(held)
+    if _head_only(info):
+        held.records = [r for r in held.records if r.levelno < logging.WARNING]
+    _reemit(hf_log, held)
+    return model
+
+
+def _head_only(info: dict) -> bool:
+    """True when the load's only difference from the checkpoint is a new score head (`score.*`)."""
+    missing = info.get("missing_keys") or ()
+    return (all(str(k).startswith("score.") for k in missing) and not info.get("unexpected_keys")
+            and not info.get("mismatched_keys") and not info.get("error_msgs"))
+
+
+def _reemit(logger: logging.Logger, held: _HeldRecords) -> None:
+    for record in held.records:
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
+def load_scalar_head_model(path: str | Path, device: str = "auto", dtype: str = "auto", pad_token_id=None):
+    """A causal LM body with a 1-unit score head (the ORM); a fresh head if `path` is a plain LM."""
+    check_model_dir(path)
+    device = resolve_device(device)
+    model = scalar_head_from_pretrained(path, pad_token_id=pad_token_id, dtype=resolve_dtype(dtype, device))
     return model.to(device).eval()

@@ -144,6 +144,40 @@ def test_orm_scorer(tiny_model_dir):
         VerifierConfig(model=tiny_model_dir, mode="orm", backend="vllm")
 
 
+def test_orm_load_warns_about_what_is_unexpected_not_about_its_new_head(tiny_model_dir, tmp_path):
+    """Every ORM starts as a plain LM plus a new score head: transformers' missing-key report for that
+    head is dropped, while a checkpoint key the model does not have is still reported."""
+    import logging
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from genrm_rl.modeling import scalar_head_from_pretrained
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.text = ""
+
+        def emit(self, record):
+            self.text += record.getMessage() + "\n"
+
+    hf_log, collect = logging.getLogger("transformers.modeling_utils"), Collect()
+    hf_log.addHandler(collect)  # transformers' loggers do not propagate to pytest's handler
+    try:
+        assert scalar_head_from_pretrained(tiny_model_dir).config.num_labels == 1
+        assert collect.text == ""
+        odd = tmp_path / "odd"
+        shutil.copytree(tiny_model_dir, odd)
+        weights = load_file(odd / "model.safetensors")
+        weights["model.stray.weight"] = torch.zeros(2)
+        save_file(weights, odd / "model.safetensors", metadata={"format": "pt"})
+        scalar_head_from_pretrained(odd)
+        assert "model.stray.weight" in collect.text and "score.weight" in collect.text
+    finally:
+        hf_log.removeHandler(collect)
+
+
 def test_empty_candidate_scores_zero_without_a_verifier_call(tiny_model_dir):
     from genrm_rl.records import Candidate
     from genrm_rl.verifier import GenerativeVerifier, VerifierConfig, score_candidates

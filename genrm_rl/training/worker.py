@@ -141,10 +141,9 @@ def _setup_rank(cfg) -> tuple[int, int, torch.device, bool]:
 def _load_model(cfg, tokenizer, device):
     """The causal LM, or for the ORM the same body with a 1-unit score head."""
     if cfg.recipe == "orm":
-        from transformers import AutoModelForSequenceClassification
+        from genrm_rl.modeling import scalar_head_from_pretrained
 
-        model = AutoModelForSequenceClassification.from_pretrained(cfg.model, num_labels=1,
-                                                                   pad_token_id=tokenizer.pad_token_id)
+        model = scalar_head_from_pretrained(cfg.model, pad_token_id=tokenizer.pad_token_id)
     else:
         from transformers import AutoModelForCausalLM
 
