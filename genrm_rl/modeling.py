@@ -145,19 +145,17 @@ def scalar_head_from_pretrained(path: str | Path, pad_token_id=None, **kwargs):
     if pad_token_id is not None:
         kwargs["pad_token_id"] = pad_token_id
     hf_log = logging.getLogger("transformers.modeling_utils")
-    held = _HeldRecords()
+    held, info = _HeldRecords(), None
     hf_log.addFilter(held)
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1,
                                                                          output_loading_info=True, **kwargs)
-    except BaseException:
-        _reemit(hf_log, held)
-        raise
-    finally:
+    finally:  # on an error (info is None) everything it logged is shown
         hf_log.removeFilter(held)
-    if _head_only(info):
-        held.records = [r for r in held.records if r.levelno < logging.WARNING]
-    _reemit(hf_log, held)
+        expected = info is not None and _head_only(info)
+        for record in held.records:
+            if not (expected and record.levelno >= logging.WARNING) and hf_log.isEnabledFor(record.levelno):
+                hf_log.handle(record)
     return model
 
 
@@ -166,12 +164,6 @@ def _head_only(info: dict) -> bool:
     missing = info.get("missing_keys") or ()
     return (all(str(k).startswith("score.") for k in missing) and not info.get("unexpected_keys")
             and not info.get("mismatched_keys") and not info.get("error_msgs"))
-
-
-def _reemit(logger: logging.Logger, held: _HeldRecords) -> None:
-    for record in held.records:
-        if logger.isEnabledFor(record.levelno):
-            logger.handle(record)
 
 
 def load_scalar_head_model(path: str | Path, device: str = "auto", dtype: str = "auto", pad_token_id=None):

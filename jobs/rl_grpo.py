@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
+from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
@@ -122,6 +123,12 @@ class CompactProgress(ProgressCallback):
     def __init__(self, every: int = 10):
         super().__init__()
         self.every = every
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # as the other training stages' bars: redrawn at most every 5 s, not once per step into a log file
+        if state.is_world_process_zero:
+            self.training_bar = tqdm(total=state.max_steps, dynamic_ncols=True, mininterval=5, desc="train rl")
+        self.current_step = 0
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or self.training_bar is None or not logs:

@@ -66,6 +66,23 @@ def test_rloo_with_rule_reward_only(tiny_model_dir, tmp_path, capsys):
     console = "".join(capsys.readouterr())
     assert "step 10: reward" in console and "trained 10 steps" in console  # one short line per 10 steps
     assert "'rewards/correct/mean'" not in console  # not the whole metrics dict after every step
+    assert "train rl" in console
+
+
+def test_rl_progress_bar_redraws_every_5_s_not_every_step():
+    """In a log file every redraw of a bar stays in the file: the RL bar redraws at most every 5 s,
+    as the other training stages' bars do (transformers' own redraws on every step)."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from jobs.rl_grpo import CompactProgress
+
+    progress = CompactProgress(every=10)
+    progress.on_train_begin(TrainingArguments(output_dir="unused", report_to=[]), TrainerState(max_steps=10),
+                            TrainerControl())
+    try:
+        assert progress.training_bar.mininterval == 5 and progress.training_bar.total == 10
+    finally:
+        progress.training_bar.close()
 
 
 def test_failed_reward_service_fails_the_step(tiny_model_dir, tmp_path):

@@ -174,6 +174,13 @@ def test_orm_load_warns_about_what_is_unexpected_not_about_its_new_head(tiny_mod
         save_file(weights, odd / "model.safetensors", metadata={"format": "pt"})
         scalar_head_from_pretrained(odd)
         assert "model.stray.weight" in collect.text and "score.weight" in collect.text
+        collect.text = ""
+        weights = load_file(odd / "model.safetensors")  # a score head of the wrong shape: an error
+        weights["score.weight"] = torch.zeros(2, 128)
+        save_file(weights, odd / "model.safetensors", metadata={"format": "pt"})
+        with pytest.raises(RuntimeError):
+            scalar_head_from_pretrained(odd)
+        assert "score.weight" in collect.text  # the report the error points to is shown
     finally:
         hf_log.removeHandler(collect)
 
