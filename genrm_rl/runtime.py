@@ -1,5 +1,6 @@
-"""Process-level plumbing every job needs the same way: the Ray connection, a free local port, and
-the facts about this machine that decide whether a re-run gives the same numbers.
+"""Process-level plumbing every job needs the same way: the Ray connection, a free local port, the
+training stages' progress bar, and the facts about this machine that decide whether a re-run gives
+the same numbers.
 
 Ray: an explicit address, else RAY_ADDRESS, else a local cluster. `import ray` happens inside the
 function, so importing this module (and `genrm_rl`) stays cheap.
@@ -33,6 +34,15 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def training_bar(total: int, desc: str, initial: int = 0, disable: bool = False):
+    """The progress bar of every training stage (SFT under DeepSpeed, DPO, RL). It redraws at most every
+    5 s: in a log file every redraw stays, and a loss set with `set_postfix(..., refresh=False)` shows
+    at the next one."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=disable, mininterval=5, dynamic_ncols=True)
 
 
 def numerics_fingerprint() -> dict:

@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from genrm_rl.config import dump_yaml, option
+from genrm_rl.runtime import training_bar
 from genrm_rl.verifier import VerifierConfig
 
 log = logging.getLogger("genrm_rl.rl")
@@ -125,9 +125,9 @@ class CompactProgress(ProgressCallback):
         self.every = every
 
     def on_train_begin(self, args, state, control, **kwargs):
-        # as the other training stages' bars: redrawn at most every 5 s, not once per step into a log file
+        # the bar of every training stage (redrawn every 5 s), not transformers' one redraw per step
         if state.is_world_process_zero:
-            self.training_bar = tqdm(total=state.max_steps, dynamic_ncols=True, mininterval=5, desc="train rl")
+            self.training_bar = training_bar(state.max_steps, "train rl")
         self.current_step = 0
 
     def on_log(self, args, state, control, logs=None, **kwargs):

@@ -51,12 +51,12 @@ def train_dpo(cfg_dict: dict, rows: list[dict], stats: dict) -> dict:
     import datasets
     import torch
     from datasets import Dataset
-    from tqdm import tqdm
     from transformers import PrinterCallback, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
     from genrm_rl.config import from_dict
     from genrm_rl.modeling import load_tokenizer, quiet_weight_bars
+    from genrm_rl.runtime import training_bar
     from genrm_rl.training.config import TrainConfig
 
     cfg = from_dict(TrainConfig, cfg_dict)
@@ -80,7 +80,7 @@ def train_dpo(cfg_dict: dict, rows: list[dict], stats: dict) -> dict:
         bar = None
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=f"train {out.name}", mininterval=5)
+            self.bar = training_bar(state.max_steps, f"train {out.name}", initial=state.global_step)
 
         def on_step_end(self, args, state, control, **kwargs):
             self.bar.update(state.global_step - self.bar.n)

@@ -187,12 +187,12 @@ def _train_loop(engine, cfg, train, tokenizer, device, position: dict, total_ste
     """Optimizer steps from `position` ({"step", "epoch", "micro"}) to `total_steps`; returns the last
     step's metrics. Checkpoints every `checkpoint_every` steps carry the position, so a resumed run
     skips exactly the micro-batches already consumed."""
-    from tqdm import tqdm
+    from genrm_rl.runtime import training_bar
 
     step, epoch, micro = position["step"], position["epoch"], position["micro"]
     name = Path(cfg.output_dir).name  # the pipeline trains genrm_cot twice (λ and λ = 0): the bar says which
     label = cfg.objective if name == cfg.objective else f"{name} ({cfg.objective})"
-    bar = tqdm(total=total_steps, initial=step, desc=f"train {label}", disable=rank != 0, mininterval=5)
+    bar = training_bar(total_steps, f"train {label}", initial=step, disable=rank != 0)
     t_last, tokens_since, last = time.time(), 0, {}
     while step < total_steps:
         batches = epoch_shard(len(train), epoch, cfg.seed, rank, world, cfg.micro_batch_size)
