@@ -128,7 +128,7 @@ class ReproduceConfig:
     ray_address: str = option("", help="Ray cluster ('' = RAY_ADDRESS or local)")
 
     def __post_init__(self):
-        from genrm_rl.tasks import get_task
+        from genrm_rl.tasks import check_long_negatives, get_task
 
         task = get_task(self.task)
         if not task.lengths:
@@ -154,6 +154,8 @@ class ReproduceConfig:
         for stage in (self.generator, self.verifier_stage):
             if stage.split not in task.lengths:
                 raise ValueError(f"split {stage.split!r} not in task {self.task!r} splits {sorted(task.lengths)}")
+        check_long_negatives(self.task, self.verifier_stage.long_negatives_per_problem,
+                             "verifier_stage.long_negatives_per_problem")
         if self.verifier_stage.split != "train":
             raise ValueError("verifier_stage.split must be 'train' (2-4 words): the verifiers' OOD test is 5-6 words")
 

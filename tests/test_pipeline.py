@@ -32,6 +32,32 @@ def test_reproduce_config_rejects_a_bad_cot_gate():
         ReproduceConfig(cot_min_separation=0.5, cot_extra_steps=0)
 
 
+@pytest.mark.parametrize("name", ["quickstart.yaml", "word_sort.yaml", "paper_cpu.yaml", "gpu_preset.yaml"])
+def test_shipped_reproduce_configs_build_every_verifiers_data(name, tmp_path):
+    """What a config asks of its task is checked before the first stage, and every verifier it
+    trains gets data: word_sort.yaml once inherited long-answer negatives that only last-letter had,
+    and failed at its first verifier, after generator training and sampling."""
+    from genrm_rl.config import load_config
+    from genrm_rl.kinds import KINDS
+    from genrm_rl.training.data import build_examples
+    from genrm_rl.training.dpo import preference_pairs
+    from jobs.pipeline import Pipeline, ReproduceConfig
+
+    cfg = load_config(ReproduceConfig, REPO / "configs" / name, [f"output_dir={tmp_path}"])
+    stage = dataclasses.replace(cfg.verifier_stage, num_problems=4)
+    trained = [v for v in cfg.verifiers if KINDS[v].recipe]
+    assert trained
+    for objective in trained:
+        train_cfg = Pipeline(cfg)._train_cfg(objective, "unused", stage, tmp_path / objective, [])
+        train_cfg = dataclasses.replace(train_cfg, data=dataclasses.replace(train_cfg.data, exclude_problems=[]))
+        if KINDS[objective].recipe == "dpo":
+            rows, _ = preference_pairs(train_cfg)
+            assert rows, (name, objective)
+        else:
+            examples, _ = build_examples(objective, train_cfg.data, train_cfg.gen_weight, train_cfg.gen_weight_mode, "")
+            assert any(e.kind != "generate" for e in examples), (name, objective)
+
+
 @pytest.mark.slow
 def test_reproduce_smoke(ray_session, tmp_path, caplog):
     from genrm_rl.config import from_dict

@@ -125,6 +125,24 @@ def test_ends_rationale_has_six_rows_and_the_checkers_verdict(name):
                     assert all(row.endswith("+") for row in rows)
 
 
+@pytest.mark.parametrize("name", ["last_letter", "word_sort"])
+def test_long_answers_are_wrong_longer_than_the_list_and_marked_past_its_end(name):
+    task = get_task(name)
+    assert task.has_long_answers
+    for i, p in enumerate(task.make_problems("train", 30, seed=5)):
+        solution = task.long_answer(p, random.Random(i))
+        assert solution == task.long_answer(p, random.Random(i))  # seeded
+        assert solution.splitlines()[:-1] == task.solve(p).splitlines()[:-1]  # only the answer line differs
+        answer, target = task.extract_answer(solution), p.target
+        given, want = (list(answer), list(target)) if name == "last_letter" else (answer.split(), target.split())
+        assert given[:len(want)] == want and 2 <= len(given) - len(want) <= 4
+        assert not task.is_correct(p, solution)
+        r = task.rationale(p, solution)
+        assert not r.verdict and r.text.splitlines()[-3 - (len(given) - len(want))].endswith("+")
+        assert all(row.startswith(f"{g}/_") and row.endswith("-")
+                   for row, g in zip(r.text.splitlines()[-2 - (len(given) - len(want)):-2], given[len(want):], strict=True))
+
+
 def test_unknown_rationale_rows_is_a_clear_error():
     task = get_task("last_letter")
     p = task.make_problems("train", 1, seed=0)[0]

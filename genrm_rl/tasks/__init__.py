@@ -25,4 +25,12 @@ def get_task(name: str) -> Task:
     return TASKS[name]()
 
 
-__all__ = ["TASKS", "Problem", "Rationale", "Task", "get_task", "register_task", "word_list"]
+def check_long_negatives(task: str, count: int, field: str = "long_negatives_per_problem") -> None:
+    """At config time, not after the stages before verifier training have run: a task without long
+    answers cannot supply `count` long-answer negatives per problem."""
+    if task and count and not get_task(task).has_long_answers:
+        raise ValueError(f"{field}={count}, but task {task!r} has no long-answer negatives: set {field} to 0")
+
+
+__all__ = ["TASKS", "Problem", "Rationale", "Task", "check_long_negatives", "get_task", "register_task",
+           "word_list"]

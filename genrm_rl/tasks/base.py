@@ -70,6 +70,8 @@ class Task:
     name: str = ""
     #: number of items (e.g. words) per problem for each split
     lengths: dict[str, tuple[int, int]] = {}
+    #: whether `long_answer` exists (wrong candidates with extra answer items, `long_negatives_per_problem`)
+    has_long_answers: bool = False
 
     # ---- problems -------------------------------------------------------------------------
     def make_problems(self, split: str, num: int, seed: int = 0) -> list[Problem]:
@@ -123,7 +125,7 @@ class Task:
     # ---- oracle rationale -----------------------------------------------------------------
     def long_answer(self, problem: Problem, rng: random.Random) -> str:
         """The reference solution with extra items appended to its final answer: a wrong candidate
-        whose answer is longer than the list. Tasks without one say so."""
+        whose answer is longer than the list. Tasks without one say so (`has_long_answers` False)."""
         raise ValueError(f"task {self.name!r} has no long-answer negatives: set long_negatives_per_problem to 0")
 
     def rationale(self, problem: Problem, solution: str, rows: str = "all") -> Rationale:

@@ -15,6 +15,7 @@ from genrm_rl.tasks.base import Problem, Rationale, Task, word_list
 class WordSortTask(Task):
     name = "word_sort"
     lengths = {"train": (2, 4), "val": (2, 4), "test": (5, 6), "mixed": (2, 6)}
+    has_long_answers = True
 
     def question(self, items):
         return f'Sort the words "{" ".join(items)}" alphabetically.'
@@ -65,6 +66,15 @@ class WordSortTask(Task):
         order[i], order[i + 1] = order[i + 1], order[i]
         lines[-1] = f"The answer is {' '.join(order)}."
         return "\n".join(lines), n + 1
+
+    def long_answer(self, problem: Problem, rng: random.Random) -> str:
+        """The reference sort with 2-4 words that are not in the question appended to its answer
+        (`The answer is barn late autumn tide.`): rows past the list's end are `-`, as on last-letter."""
+        words = self.items(problem.question)
+        extra = rng.sample([w for w in word_list() if w not in words], rng.randint(2, 4))
+        lines = self.steps(words)
+        lines[-1] = f"The answer is {' '.join(sorted(words) + extra)}."
+        return "\n".join(lines)
 
     def rationale(self, problem: Problem, solution: str, rows: str = "all") -> Rationale:
         """The verification a program writes: the sort done again from the question (the reference's

@@ -60,8 +60,10 @@ class TrainDataConfig:
             raise ValueError("num_problems, negatives_per_problem, foreign_negatives_per_problem and "
                              "long_negatives_per_problem must be >= 0")
         from genrm_rl.prompts import check_verify_input
+        from genrm_rl.tasks import check_long_negatives
 
         check_verify_input(self.verify_input)
+        check_long_negatives(self.task, self.long_negatives_per_problem)
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not self.task and not self.candidates_files and not self.released_files:
