@@ -54,8 +54,6 @@ class StageConfig:
         "solution", help="what the trained verifiers read of a candidate: the whole solution (the paper) or its "
                          "final-answer line (see genrm_rl.prompts)")
     gen_weight: float = option(1 / 3, help="λ (GenRM objectives)")
-    gen_input: Literal["solution", "answer"] = option("solution", help="what λ's generation examples teach the "
-                                                                      "GenRM objectives (see TrainDataConfig)")
     rationale_rows: Literal["all", "ends"] = option("all", help="oracle rationale rows of the verifiers' data "
                                                                 "(see TrainDataConfig)")
     warmup_ratio: float = option(0.05, help="warmup fraction")
@@ -261,7 +259,6 @@ class Pipeline:
                      "rationale_rows": stage.rationale_rows,
                      "long_negatives_per_problem": stage.long_negatives_per_problem if objective != "generator" else 0,
                      "verify_input": stage.verify_input,
-                     "gen_input": stage.gen_input,
                      "candidates_files": candidates, "balance": cfg.balance and objective != "generator",
                      "val_fraction": 0.02, "exclude_problems": [str(self.out / "data/val_problems.jsonl"),
                                                                 str(self.out / "data/test_problems.jsonl")]},

@@ -1,6 +1,5 @@
 """Training building blocks on small tensors: losses, the DeepSpeed config function, data mixing."""
 
-import dataclasses
 import re
 
 import pytest
@@ -197,15 +196,6 @@ def test_long_negatives_and_answer_only_verification_prompts():
     assert generate and all(e.completion.count("\n") >= 3 for e in generate)  # whole walks
     direct, _ = build_examples("genrm_direct", answer_only, 0.0, "mix", "")
     assert all(e.prompt.split("step by step.\n", 1)[1].startswith("The answer is") for e in direct)
-    # λ's answer-line view (D6): the generation examples end where the verifier's input does
-    taught = dataclasses.replace(answer_only, gen_input="answer")
-    lean, _ = build_examples("genrm_direct", taught, 0.5, "mix", "</s>")
-    for e in [e for e in lean if e.kind == "generate"]:
-        assert e.completion.startswith("The answer is") and e.completion.endswith(".</s>") and "\n" not in e.completion
-        assert any(v.prompt.startswith(e.prompt + e.completion[:-len("</s>")] + "\n") for v in lean if v.kind == "verify")
-    assert build_examples("generator", taught, 0.0, "mix", "")[0][0].completion.count("\n") >= 3  # walks still
-    with pytest.raises(ValueError, match="gen_input must be one of"):
-        TrainDataConfig(task="last_letter", gen_input="rows")
     with pytest.raises(ValueError, match="task 'gsm8k' has no long-answer negatives"):
         TrainDataConfig(task="gsm8k", long_negatives_per_problem=1)  # at config time, before any data is built
     with pytest.raises(ValueError, match="long_negatives_per_problem"):

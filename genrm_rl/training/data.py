@@ -38,11 +38,6 @@ class TrainDataConfig:
     verify_input: Literal["solution", "answer"] = option(
         "solution", help="what verification examples show of a candidate: the whole solution (the paper) or its "
                          "final-answer line (see genrm_rl.prompts); recorded with the model for scoring")
-    gen_input: Literal["solution", "answer"] = option(
-        "solution", help="what the λ term's generation examples of the GenRM objectives teach: the whole "
-                         "correct solution (the paper) or only its final-answer line, the part an answer-line "
-                         "verifier reads (docs/experiments.md, D6); the generator objective always learns "
-                         "whole solutions")
     candidates_files: list[str] = option([], help="extra candidates JSONL files (e.g. generator samples)")
     released_files: list[str] = option([], help="genrm-critiques .zip / data_collection .jsonl.gz files")
     released_limit: int = option(0, help="use at most this many released examples (0 = all)")
@@ -68,8 +63,6 @@ class TrainDataConfig:
         from genrm_rl.tasks import check_long_negatives
 
         check_verify_input(self.verify_input)
-        if self.gen_input not in ("solution", "answer"):
-            raise ValueError(f"gen_input must be one of solution, answer, got {self.gen_input!r}")
         check_long_negatives(self.task, self.long_negatives_per_problem)
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
@@ -193,7 +186,7 @@ def build_examples(objective: str, cfg: TrainDataConfig, gen_weight: float, gen_
                    eos_token: str, tokenizer=None) -> tuple[list[Example], DataStats]:
     """All examples for `objective` (genrm_cot, genrm_direct, orm, generator); `tokenizer` builds the
     `chat` prompt format from its template."""
-    from genrm_rl.prompts import NO, YES, answer_line, get_prompt_format
+    from genrm_rl.prompts import NO, YES, get_prompt_format
     from genrm_rl.verifier import orm_input
 
     fmt = get_prompt_format(cfg.prompt_format, tokenizer, cfg.verify_input)
@@ -206,10 +199,7 @@ def build_examples(objective: str, cfg: TrainDataConfig, gen_weight: float, gen_
             stats.orm_pos += int(correct)
             stats.orm_neg += int(not correct)
         return examples, stats
-    # λ's answer-line view teaches the answer alone: the prefix of what an answer-line verifier reads
-    taught = answer_line if cfg.gen_input == "answer" and objective != "generator" else (lambda s: s)
-    generation = [Example(fmt.generation(q), taught(s) + eos_token, "generate") for q, s, correct, _ in candidates
-                  if correct]
+    generation = [Example(fmt.generation(q), s + eos_token, "generate") for q, s, correct, _ in candidates if correct]
     if objective == "generator":
         stats.generate = len(generation)
         return generation, stats
