@@ -47,8 +47,9 @@ def test_shipped_reproduce_configs_build_every_verifiers_data(name, tmp_path):
     stage = dataclasses.replace(cfg.verifier_stage, num_problems=4)
     trained = [v for v in cfg.verifiers if KINDS[v].recipe]
     assert trained
+    pipeline = Pipeline(cfg)
     for objective in trained:
-        train_cfg = Pipeline(cfg)._train_cfg(objective, "unused", stage, tmp_path / objective, [])
+        train_cfg = pipeline._train_cfg(objective, "unused", stage, tmp_path / objective, [])
         train_cfg = dataclasses.replace(train_cfg, data=dataclasses.replace(train_cfg.data, exclude_problems=[]))
         if KINDS[objective].recipe == "dpo":
             rows, _ = preference_pairs(train_cfg)

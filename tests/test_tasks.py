@@ -128,7 +128,7 @@ def test_ends_rationale_has_six_rows_and_the_checkers_verdict(name):
 @pytest.mark.parametrize("name", ["last_letter", "word_sort"])
 def test_long_answers_are_wrong_longer_than_the_list_and_marked_past_its_end(name):
     task = get_task(name)
-    assert task.has_long_answers
+    assert task.has_long_answers and not get_task("gsm8k").has_long_answers
     for i, p in enumerate(task.make_problems("train", 30, seed=5)):
         solution = task.long_answer(p, random.Random(i))
         assert solution == task.long_answer(p, random.Random(i))  # seeded

@@ -70,8 +70,6 @@ class Task:
     name: str = ""
     #: number of items (e.g. words) per problem for each split
     lengths: dict[str, tuple[int, int]] = {}
-    #: whether `long_answer` exists (wrong candidates with extra answer items, `long_negatives_per_problem`)
-    has_long_answers: bool = False
 
     # ---- problems -------------------------------------------------------------------------
     def make_problems(self, split: str, num: int, seed: int = 0) -> list[Problem]:
@@ -123,9 +121,14 @@ class Task:
         raise NotImplementedError
 
     # ---- oracle rationale -----------------------------------------------------------------
+    @property
+    def has_long_answers(self) -> bool:
+        """Whether this task writes `long_answer` negatives (`long_negatives_per_problem`)."""
+        return type(self).long_answer is not Task.long_answer
+
     def long_answer(self, problem: Problem, rng: random.Random) -> str:
         """The reference solution with extra items appended to its final answer: a wrong candidate
-        whose answer is longer than the list. Tasks without one say so (`has_long_answers` False)."""
+        whose answer is longer than the list. Tasks without one say so."""
         raise ValueError(f"task {self.name!r} has no long-answer negatives: set long_negatives_per_problem to 0")
 
     def rationale(self, problem: Problem, solution: str, rows: str = "all") -> Rationale:

@@ -28,7 +28,6 @@ QUOTE = '"'
 class LastLetterTask(Task):
     name = "last_letter"
     lengths = {"train": (2, 4), "val": (2, 4), "test": (5, 6), "mixed": (2, 6)}
-    has_long_answers = True
 
     def question(self, items):
         return f'Take the last letters of the words in "{" ".join(items)}" and concatenate them.'

@@ -15,7 +15,6 @@ from genrm_rl.tasks.base import Problem, Rationale, Task, word_list
 class WordSortTask(Task):
     name = "word_sort"
     lengths = {"train": (2, 4), "val": (2, 4), "test": (5, 6), "mixed": (2, 6)}
-    has_long_answers = True
 
     def question(self, items):
         return f'Sort the words "{" ".join(items)}" alphabetically.'
