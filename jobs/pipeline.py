@@ -199,6 +199,19 @@ def settings_drift(saved: dict, now: dict, prefix: str = "") -> list[str]:
     return changed
 
 
+def _with_defaults(saved: dict) -> dict:
+    """A training stage's saved config with the defaults of options added since it was written: a new
+    option defaults to the old behaviour, so a key the file lacks is not a change (it was reported as
+    `None -> default` on every reused stage). A file this code cannot read is compared as it is."""
+    from genrm_rl.config import from_dict, to_dict
+    from genrm_rl.training.config import TrainConfig
+
+    try:
+        return to_dict(from_dict(TrainConfig, saved))
+    except ValueError:
+        return saved
+
+
 class Pipeline:
     def __init__(self, cfg: ReproduceConfig):
         self.cfg = cfg
@@ -223,7 +236,7 @@ class Pipeline:
             if settings is not None and record.is_file():
                 from genrm_rl.config import read_yaml
 
-                before = read_yaml(record) if saved else json.loads(record.read_text())
+                before = _with_defaults(read_yaml(record)) if saved else json.loads(record.read_text())
                 changed = settings_drift(before, json.loads(json.dumps(settings)))
                 if changed:  # a reused stage is skipped whatever the config says now: say so, loudly
                     made, redo = ("trained", "retrain") if saved else ("made", "redo")

@@ -23,6 +23,35 @@ def test_settings_drift_names_what_a_reused_stage_was_trained_with():
     assert settings_drift(saved, saved) == []
 
 
+def test_a_stage_saved_before_an_option_existed_drifts_only_from_the_options_default(tmp_path, caplog):
+    from genrm_rl.config import dump_yaml, from_dict, to_dict
+    from genrm_rl.training.config import TrainConfig
+    from jobs.pipeline import Pipeline, ReproduceConfig
+
+    cfg = from_dict(TrainConfig, {"objective": "orm", "model": "m", "output_dir": str(tmp_path / "orm")})
+    old = to_dict(cfg)
+    del old["data"]["long_negatives_per_problem"]  # the file of a stage trained before the option existed
+    saved = tmp_path / "orm" / "config.yaml"
+    saved.parent.mkdir()
+    dump_yaml(old, saved)
+    done = tmp_path / "orm" / "done"
+    done.touch()
+    pipeline = Pipeline(ReproduceConfig(output_dir=str(tmp_path)))
+
+    def never():
+        raise AssertionError("a finished stage ran again")
+
+    with caplog.at_level("WARNING", logger="genrm_rl.reproduce"):
+        pipeline._stage("train orm", done, never, to_dict(cfg), saved=saved)
+        assert not caplog.records  # the default is what the old stage did
+        changed = to_dict(cfg)
+        changed["data"]["long_negatives_per_problem"] = 1
+        pipeline._stage("train orm", done, never, changed, saved=saved)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"[train orm] reusing {saved.parent}, trained with other settings (data.long_negatives_per_problem: 0 -> 1); "
+        "delete it to retrain"]
+
+
 def test_reproduce_config_rejects_a_bad_cot_gate():
     from jobs.pipeline import ReproduceConfig
 
