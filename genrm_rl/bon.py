@@ -10,6 +10,9 @@ For one problem with M candidates and a uniformly random subset of size N:
 - Weighted self-consistency: the answer with the largest summed score. No closed form: exact
   enumeration of all C(M, N) subsets up to `max_subsets`, else a seeded Monte Carlo estimate.
 - Pass@N: 1 - C(M-c, N)/C(M, N) (the unbiased estimator of Chen et al. 2021).
+- Best-of-N with k of a candidate's K verification votes (GenRM-CoT against inference-time
+  compute): the mean over every k-subset of vote positions, not only the first k, which is one
+  noisy draw of the same expectation (seeded random subsets past `max_subsets`).
 Candidates without an extracted answer vote for "no answer", which is never correct.
 
 Across problems: `within_problem_order` (how often a correct candidate outscores a wrong one of the
@@ -49,6 +52,27 @@ def best_of_n(scores: Sequence[float], correct: Sequence[bool], n: int) -> float
         i = j
     return result
 
+
+
+def best_of_n_with_k_votes(votes: Sequence[Sequence[float]], correct: Sequence[bool], n: int, k: int,
+                           max_subsets: int = 500, seed: int = 0) -> float:
+    """Best-of-N when each candidate is scored by the mean of k of its K votes. Votes are
+    exchangeable draws per candidate, so every choice of k positions estimates the same expectation;
+    this averages Best-of-N over all C(K, k) of them (the same positions for every candidate), or
+    over `max_subsets` seeded random ones when there are more."""
+    if not votes:
+        raise ValueError("no candidates")
+    width = len(votes[0])
+    if any(len(v) != width for v in votes):
+        raise ValueError(f"every candidate needs the same number of votes, got {sorted({len(v) for v in votes})}")
+    if not 1 <= k <= width:
+        raise ValueError(f"k={k} needs 1 <= k <= number of votes ({width})")
+    if comb(width, k) <= max_subsets:
+        subsets = list(itertools.combinations(range(width), k))
+    else:
+        rng = np.random.default_rng(seed)
+        subsets = [tuple(sorted(rng.choice(width, size=k, replace=False))) for _ in range(max_subsets)]
+    return float(np.mean([best_of_n([sum(v[i] for i in s) / k for v in votes], correct, n) for s in subsets]))
 
 def pass_at_n(correct: Sequence[bool], n: int) -> float:
     m = len(correct)

@@ -29,15 +29,28 @@ COMPARISONS = [("genrm_cot", "genrm_direct"), ("genrm_direct", "orm"), ("genrm_c
                ("genrm_cot", "llm_judge"), ("genrm_cot", "genrm_cot_lambda0")]
 
 
-def _vote_tables(path: str, ks: list[int]) -> dict[int, dict]:
-    """GenRM-CoT scores from the first k of its K votes, for each k (0 where a candidate was empty)."""
+def k_curve(by_problem: dict, scores_path: str, ks: list[int], n_max: int, seed: int = 0,
+            bootstrap_samples: int = 2000) -> dict:
+    """GenRM-CoT's Best-of-n_max with k of its K votes per candidate, for each k: per problem the mean
+    over every k-subset of vote positions (`bon.best_of_n_with_k_votes`), then the mean over problems
+    with its 90% bootstrap interval. A candidate scored without votes (an empty solution) keeps its
+    score at every k."""
+    from genrm_rl import bon
     from genrm_rl.records import Score, read_records
 
-    tables: dict[int, dict] = {k: {} for k in ks}
-    for r in read_records(path, Score):
-        for k in ks:
-            tables[k][(r.problem_id, r.candidate_id)] = sum(r.votes[:k]) / k if r.votes else r.score
-    return tables
+    records = {(r.problem_id, r.candidate_id): r for r in read_records(scores_path, Score)}
+    width = max((len(r.votes) for r in records.values() if r.votes), default=1)
+    curve = {"k": list(ks), "best_of_n_max": [], "ci": [], "votes": "every k-subset"}
+    for k in ks:
+        per_problem = []
+        for pid in sorted(by_problem):
+            cands = by_problem[pid]
+            rs = [records[(c.problem_id, c.candidate_id)] for c in cands]
+            votes = [r.votes or [r.score] * width for r in rs]
+            per_problem.append(100.0 * bon.best_of_n_with_k_votes(votes, [c.correct for c in cands], n_max, k, seed=seed))
+        curve["best_of_n_max"].append(sum(per_problem) / len(per_problem))
+        curve["ci"].append(list(bon.bootstrap_ci(per_problem, bootstrap_samples, seed=seed)))
+    return curve
 
 
 def evaluate_set(cfg, out: Path, key: str, stem: str, n_max: int, scores: dict[str, str]) -> dict:
@@ -60,12 +73,8 @@ def evaluate_set(cfg, out: Path, key: str, stem: str, n_max: int, scores: dict[s
               "comparisons": [compare(report, a, b, cfg.bootstrap_samples, cfg.seed) for a, b in COMPARISONS
                               if a in report["per_problem"] and b in report["per_problem"]]}
     if "genrm_cot" in scores:
-        k_tables = _vote_tables(scores["genrm_cot"], cfg.cot_k_curve)
-        k_report = evaluate(by_problem, {f"K={k}": t for k, t in k_tables.items()}, n_max, cfg.seed,
-                            cfg.bootstrap_samples, weighted=False)
-        result["k_curve"] = {"k": cfg.cot_k_curve,
-                             "best_of_n_max": [k_report["methods"][f"K={k}"]["best_of_n"][-1] for k in cfg.cot_k_curve],
-                             "ci": [k_report["methods"][f"K={k}"]["best_of_n_ci"] for k in cfg.cot_k_curve]}
+        result["k_curve"] = k_curve(by_problem, scores["genrm_cot"], cfg.cot_k_curve, n_max, cfg.seed,
+                                    cfg.bootstrap_samples)
         plot_k_curve(result["k_curve"], n_max, out / f"k_curve_{key}.png", ecfg.title)
     return result
 
@@ -140,7 +149,8 @@ def plot_k_curve(curve: dict, n_max: int, path: Path, title: str) -> None:
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("K (verification rationales per candidate)")
     ax.set_ylabel(f"% problems solved, Best-of-{n_max}")
-    ax.set_title(f"{title}\nGenRM-CoT against inference-time compute (90% CI)", fontsize=9)
+    how = "every choice of K votes, " if curve.get("votes") == "every k-subset" else ""
+    ax.set_title(f"{title}\nGenRM-CoT against inference-time compute ({how}90% CI)", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -181,6 +191,11 @@ def _gate_md(summary: dict) -> str:
         f"{name} " + " -> ".join(f"{c['separation']:.2f} at {c['steps']}" for c in runs) for name, runs in checks.items()) + "."
 
 
+def _k_votes_md(curve: dict) -> str:
+    """How the K curve was read: reports made before the every-subset estimator used the first K votes."""
+    return " (each K averaged over every choice of K of the candidate's rationales)" if curve.get("votes") == "every k-subset" else ""
+
+
 def write_report(summary: dict, path: Path) -> None:
     lines = [f"# GenRM reproduction: {summary['task']}, seed {summary['seed']}", "",
              f"Stage time {summary['stage_minutes_total']} min. Policy: {Path(summary['policy']['chosen']).name} "
@@ -190,7 +205,7 @@ def write_report(summary: dict, path: Path) -> None:
     for r in summary["sets"].values():
         lines += [f"## {r['title']}", "", r["table"], _comparisons_md(r)]
         if "k_curve" in r:
-            lines += ["GenRM-CoT Best-of-N at N = n_max against K: " + ", ".join(
+            lines += [f"GenRM-CoT Best-of-N at N = n_max against K{_k_votes_md(r['k_curve'])}: " + ", ".join(
                 f"K={k}: {v:.1f}" for k, v in zip(r["k_curve"]["k"], r["k_curve"]["best_of_n_max"], strict=True)), ""]
     path.write_text("\n".join(lines))
 
@@ -222,7 +237,8 @@ def aggregate(summaries: list[dict]) -> dict:
             entry["comparisons"][f"{c['a']} - {c['b']}"] = {**ms([x["difference"] for x in same]),
                                                            "clear_in": sum(x["clear"] for x in same)}
         if "k_curve" in first:
-            entry["k_curve"] = {"k": first["k_curve"]["k"], "best_of_n_max": [
+            votes = {"votes": first["k_curve"]["votes"]} if "votes" in first["k_curve"] else {}
+            entry["k_curve"] = {"k": first["k_curve"]["k"], **votes, "best_of_n_max": [
                 ms([r["k_curve"]["best_of_n_max"][i] for r in rs]) for i in range(len(first["k_curve"]["k"]))]}
         out["sets"][key] = entry
     targets = {}
@@ -278,6 +294,6 @@ def write_aggregate(agg: dict, path: Path) -> None:
         lines += ["", "| comparison at N = n_max | difference | 90% CI above 0 in |", "|---|---|---|"]
         lines += [f"| {name} | {_pm(c)} | {c['clear_in']}/{len(agg['seeds'])} |" for name, c in r["comparisons"].items()]
         if "k_curve" in r:
-            lines += ["", "GenRM-CoT Best-of-N at N = n_max against K: " + ", ".join(
+            lines += ["", f"GenRM-CoT Best-of-N at N = n_max against K{_k_votes_md(r['k_curve'])}: " + ", ".join(
                 f"K={k}: {_pm(v)}" for k, v in zip(r["k_curve"]["k"], r["k_curve"]["best_of_n_max"], strict=True))]
     path.write_text("\n".join(lines) + "\n")

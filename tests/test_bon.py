@@ -79,6 +79,36 @@ def test_monte_carlo_path_is_close_to_exact():
     assert abs(exact - approx) < 0.02
 
 
+
+def test_best_of_n_with_k_votes_averages_every_choice_of_k_votes():
+    rng = random.Random(0)
+    for _ in range(20):
+        m, width = rng.randint(2, 6), rng.randint(1, 5)
+        votes = [[rng.choice([0.0, 1.0, rng.random()]) for _ in range(width)] for _ in range(m)]
+        correct = [rng.random() < 0.4 for _ in range(m)]
+        n, k = rng.randint(1, m), rng.randint(1, width)
+        subsets = list(itertools.combinations(range(width), k))
+        want = sum(bon.best_of_n([sum(v[i] for i in s) / k for v in votes], correct, n) for s in subsets) / len(subsets)
+        assert bon.best_of_n_with_k_votes(votes, correct, n, k) == pytest.approx(want, abs=1e-12)
+        # all K votes: one subset, the score a candidate is given by the mean of its votes
+        full = bon.best_of_n([sum(v) / width for v in votes], correct, n)
+        assert bon.best_of_n_with_k_votes(votes, correct, n, width) == pytest.approx(full, abs=1e-12)
+    # the first vote alone says the right candidate is worse; over every single vote they tie on average
+    votes, correct = [[0.0, 1.0], [0.5, 0.5]], [True, False]
+    assert bon.best_of_n_with_k_votes(votes, correct, 2, 1) == 0.5
+    assert bon.best_of_n([v[0] for v in votes], correct, 2) == 0.0
+    # past max_subsets: seeded random subsets, close to the exact mean and the same on a re-run
+    votes = [[rng.random() for _ in range(12)] for _ in range(8)]
+    correct = [i % 3 == 0 for i in range(8)]
+    exact = bon.best_of_n_with_k_votes(votes, correct, 4, 6, max_subsets=1000)  # C(12, 6) = 924: all
+    sampled = bon.best_of_n_with_k_votes(votes, correct, 4, 6, max_subsets=400, seed=1)
+    assert abs(sampled - exact) < 0.03
+    assert sampled == bon.best_of_n_with_k_votes(votes, correct, 4, 6, max_subsets=400, seed=1)
+    with pytest.raises(ValueError, match="k=3"):
+        bon.best_of_n_with_k_votes([[0.1, 0.2]], [True], 1, 3)
+    with pytest.raises(ValueError, match="same number of votes"):
+        bon.best_of_n_with_k_votes([[0.1, 0.2], [0.3]], [True, False], 1, 1)
+
 def _write_eval_inputs(tmp_path, n_cands=4, problems=3):
     cands, good, bad = [], [], []
     for p in range(problems):
@@ -140,3 +170,10 @@ def test_multi_seed_aggregate_reproduces_the_committed_three_seed_report(tmp_pat
     assert (tmp_path / "report.md").read_text() == (results / "three-seeds" / "report.md").read_text()
     plot_aggregate(agg["sets"]["indist"], agg["seeds"], tmp_path / "bon.png")
     assert (tmp_path / "bon.png").stat().st_size > 10_000
+    # the same for the A2 default's three seeds, whose K curves average every choice of K votes
+    a2 = results / "a2-avx512-three-seeds"
+    agg = aggregate([json.loads((a2 / f"seed-{s}" / "summary.json").read_text()) for s in (0, 1, 2)])
+    assert agg == json.loads((a2 / "aggregate.json").read_text())
+    assert agg["sets"]["ood"]["k_curve"]["votes"] == "every k-subset"
+    write_aggregate(agg, tmp_path / "a2.md")
+    assert (tmp_path / "a2.md").read_text() == (a2 / "report.md").read_text()
