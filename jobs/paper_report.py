@@ -134,27 +134,45 @@ def check_targets(task: str, sets: dict) -> list[dict]:
     return rows
 
 
-def plot_k_curve(curve: dict, n_max: int, path: Path, title: str) -> None:
+def plot_k_curve(curve: dict, n_max: int, path: Path, title: str, interval: str = "90% CI",
+                 per_seed: dict[int, list[float]] | None = None) -> None:
+    """Best-of-n_max against K with an error bar per K (`curve["ci"]`: [low, high]); with `per_seed`,
+    each seed's curve as a thin grey line behind it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(5.5, 4.3))
     ks, ys = curve["k"], curve["best_of_n_max"]
+    for i, values in enumerate((per_seed or {}).values()):
+        ax.plot(ks, values, color="gray", alpha=0.5, lw=1, marker=".", label="each seed" if i == 0 else None)
     lo = [y - c[0] for y, c in zip(ys, curve["ci"], strict=True)]
     hi = [c[1] - y for y, c in zip(ys, curve["ci"], strict=True)]
-    ax.errorbar(ks, ys, yerr=[lo, hi], marker="o", capsize=3)
+    ax.errorbar(ks, ys, yerr=[lo, hi], marker="o", capsize=3, label="mean" if per_seed else None)
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("K (verification rationales per candidate)")
     ax.set_ylabel(f"% problems solved, Best-of-{n_max}")
     how = "every choice of K votes, " if curve.get("votes") == "every k-subset" else ""
-    ax.set_title(f"{title}\nGenRM-CoT against inference-time compute ({how}90% CI)", fontsize=9)
+    ax.set_title(f"{title}\nGenRM-CoT against inference-time compute\n({how}{interval})", fontsize=9)
     ax.grid(alpha=0.3)
+    if per_seed:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_aggregate_k_curve(entry: dict, seeds: list[int], path: Path) -> None:
+    """The K curve over seeds: mean ± sd, each seed's curve behind it."""
+    curve = entry["k_curve"]
+    stats = curve["best_of_n_max"]
+    means = [x["mean"] for x in stats]
+    plot_k_curve({"k": curve["k"], "best_of_n_max": means, "ci": [[x["mean"] - x["sd"], x["mean"] + x["sd"]] for x in stats],
+                  **({"votes": curve["votes"]} if "votes" in curve else {})},
+                 entry["n"][-1], path, entry["title"], interval=f"mean ± sd over seeds {seeds}",
+                 per_seed={s: [x["values"][i] for x in stats] for i, s in enumerate(seeds)})
 
 
 # ---- writing ------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 def run(cfg) -> dict:
     """One seed (`cfg.seed`), or each of `cfg.seeds` in output_dir/seed-S and their mean ± sd."""
-    from jobs.paper_report import aggregate, plot_aggregate, write_aggregate
+    from jobs.paper_report import aggregate, plot_aggregate, plot_aggregate_k_curve, write_aggregate
     from jobs.pipeline import Pipeline
 
     if not cfg.seeds:
@@ -28,6 +28,8 @@ def run(cfg) -> dict:
     write_aggregate(agg, out / "report.md")
     for key, entry in agg["sets"].items():
         plot_aggregate(entry, agg["seeds"], out / f"bon_{key}.png")
+        if "k_curve" in entry:
+            plot_aggregate_k_curve(entry, agg["seeds"], out / f"k_curve_{key}.png")
     return {"seeds": summaries, "aggregate": agg, "output_dir": str(out)}
 
 

@@ -156,7 +156,7 @@ def test_multi_seed_aggregate_reproduces_the_committed_three_seed_report(tmp_pat
     committed per-seed summaries, equal to the committed aggregate."""
     from pathlib import Path
 
-    from jobs.paper_report import aggregate, plot_aggregate, write_aggregate
+    from jobs.paper_report import aggregate, plot_aggregate, plot_aggregate_k_curve, write_aggregate
 
     results = Path(__file__).resolve().parents[1] / "docs" / "results"
     summaries = [json.loads(p.read_text()) for p in
@@ -177,3 +177,5 @@ def test_multi_seed_aggregate_reproduces_the_committed_three_seed_report(tmp_pat
     assert agg["sets"]["ood"]["k_curve"]["votes"] == "every k-subset"
     write_aggregate(agg, tmp_path / "a2.md")
     assert (tmp_path / "a2.md").read_text() == (a2 / "report.md").read_text()
+    plot_aggregate_k_curve(agg["sets"]["ood"], agg["seeds"], tmp_path / "k.png")
+    assert (tmp_path / "k.png").stat().st_size > 10_000
