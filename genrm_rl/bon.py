@@ -53,7 +53,6 @@ def best_of_n(scores: Sequence[float], correct: Sequence[bool], n: int) -> float
     return result
 
 
-
 def best_of_n_with_k_votes(votes: Sequence[Sequence[float]], correct: Sequence[bool], n: int, k: int,
                            max_subsets: int = 500, seed: int = 0) -> float:
     """Best-of-N when each candidate is scored by the mean of k of its K votes. Votes are
@@ -73,6 +72,7 @@ def best_of_n_with_k_votes(votes: Sequence[Sequence[float]], correct: Sequence[b
         rng = np.random.default_rng(seed)
         subsets = [tuple(sorted(rng.choice(width, size=k, replace=False))) for _ in range(max_subsets)]
     return float(np.mean([best_of_n([sum(v[i] for i in s) / k for v in votes], correct, n) for s in subsets]))
+
 
 def pass_at_n(correct: Sequence[bool], n: int) -> float:
     m = len(correct)

@@ -79,7 +79,6 @@ def test_monte_carlo_path_is_close_to_exact():
     assert abs(exact - approx) < 0.02
 
 
-
 def test_best_of_n_with_k_votes_averages_every_choice_of_k_votes():
     rng = random.Random(0)
     for _ in range(20):
@@ -108,6 +107,7 @@ def test_best_of_n_with_k_votes_averages_every_choice_of_k_votes():
         bon.best_of_n_with_k_votes([[0.1, 0.2]], [True], 1, 3)
     with pytest.raises(ValueError, match="same number of votes"):
         bon.best_of_n_with_k_votes([[0.1, 0.2], [0.3]], [True, False], 1, 1)
+
 
 def _write_eval_inputs(tmp_path, n_cands=4, problems=3):
     cands, good, bad = [], [], []
