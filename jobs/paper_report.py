@@ -29,6 +29,10 @@ COMPARISONS = [("genrm_cot", "genrm_direct"), ("genrm_direct", "orm"), ("genrm_c
                ("genrm_cot", "llm_judge"), ("genrm_cot", "genrm_cot_lambda0")]
 
 
+# how a K curve's points were read (summaries made before this estimator have no "votes" key: first K votes)
+EVERY_K_SUBSET = "every k-subset"
+
+
 def k_curve(by_problem: dict, scores_path: str, ks: list[int], n_max: int, seed: int = 0,
             bootstrap_samples: int = 2000) -> dict:
     """GenRM-CoT's Best-of-n_max with k of its K votes per candidate, for each k: per problem the mean
@@ -40,14 +44,13 @@ def k_curve(by_problem: dict, scores_path: str, ks: list[int], n_max: int, seed:
 
     records = {(r.problem_id, r.candidate_id): r for r in read_records(scores_path, Score)}
     width = max((len(r.votes) for r in records.values() if r.votes), default=1)
-    curve = {"k": list(ks), "best_of_n_max": [], "ci": [], "votes": "every k-subset"}
+    problems = []  # (each candidate's votes, each candidate's label) per problem
+    for pid in sorted(by_problem):
+        rs = [records[(c.problem_id, c.candidate_id)] for c in by_problem[pid]]
+        problems.append(([r.votes or [r.score] * width for r in rs], [c.correct for c in by_problem[pid]]))
+    curve = {"k": list(ks), "best_of_n_max": [], "ci": [], "votes": EVERY_K_SUBSET}
     for k in ks:
-        per_problem = []
-        for pid in sorted(by_problem):
-            cands = by_problem[pid]
-            rs = [records[(c.problem_id, c.candidate_id)] for c in cands]
-            votes = [r.votes or [r.score] * width for r in rs]
-            per_problem.append(100.0 * bon.best_of_n_with_k_votes(votes, [c.correct for c in cands], n_max, k, seed=seed))
+        per_problem = [100.0 * bon.best_of_n_with_k_votes(votes, correct, n_max, k, seed=seed) for votes, correct in problems]
         curve["best_of_n_max"].append(sum(per_problem) / len(per_problem))
         curve["ci"].append(list(bon.bootstrap_ci(per_problem, bootstrap_samples, seed=seed)))
     return curve
@@ -154,7 +157,7 @@ def plot_k_curve(curve: dict, n_max: int, path: Path, title: str, interval: str 
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("K (verification rationales per candidate)")
     ax.set_ylabel(f"% problems solved, Best-of-{n_max}")
-    how = "every choice of K votes, " if curve.get("votes") == "every k-subset" else ""
+    how = "every choice of K votes, " if curve.get("votes") == EVERY_K_SUBSET else ""
     ax.set_title(f"{title}\nGenRM-CoT against inference-time compute\n({how}{interval})", fontsize=9)
     ax.grid(alpha=0.3)
     if per_seed:
@@ -169,8 +172,7 @@ def plot_aggregate_k_curve(entry: dict, seeds: list[int], path: Path) -> None:
     curve = entry["k_curve"]
     stats = curve["best_of_n_max"]
     means = [x["mean"] for x in stats]
-    plot_k_curve({"k": curve["k"], "best_of_n_max": means, "ci": [[x["mean"] - x["sd"], x["mean"] + x["sd"]] for x in stats],
-                  **({"votes": curve["votes"]} if "votes" in curve else {})},
+    plot_k_curve({**curve, "best_of_n_max": means, "ci": [[x["mean"] - x["sd"], x["mean"] + x["sd"]] for x in stats]},
                  entry["n"][-1], path, entry["title"], interval=f"mean ± sd over seeds {seeds}",
                  per_seed={s: [x["values"][i] for x in stats] for i, s in enumerate(seeds)})
 
@@ -211,7 +213,7 @@ def _gate_md(summary: dict) -> str:
 
 def _k_votes_md(curve: dict) -> str:
     """How the K curve was read: reports made before the every-subset estimator used the first K votes."""
-    return " (each K averaged over every choice of K of the candidate's rationales)" if curve.get("votes") == "every k-subset" else ""
+    return " (each K averaged over every choice of K of the candidate's rationales)" if curve.get("votes") == EVERY_K_SUBSET else ""
 
 
 def write_report(summary: dict, path: Path) -> None:
