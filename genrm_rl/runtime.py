@@ -8,8 +8,16 @@ function, so importing this module (and `genrm_rl`) stays cheap.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
+
+log = logging.getLogger("genrm_rl.runtime")
+
+#: Ray's notice, at WARNING on every new local cluster, that it turned token authentication on (its
+#: default in recent releases). Nothing to act on: it is the safe default, and we keep it.
+RAY_AUTH_NOTICE = "Token authentication is enabled for this Ray cluster"
 
 
 def ensure_ray(address: str = "", num_cpus: int | None = None, namespace: str = "genrm_rl") -> None:
@@ -25,8 +33,42 @@ def ensure_ray(address: str = "", num_cpus: int | None = None, namespace: str = 
         # The dashboard hosts Ray's State API, which Ray Train's placement-group cleaner polls every
         # few seconds; without it the cleaner cannot work and logs a warning per poll (hundreds a run).
         # Ray binds it to 127.0.0.1 unless told otherwise.
-        ray.init(num_cpus=num_cpus, namespace=namespace, log_to_driver=True, include_dashboard=True,
-                 dashboard_host="127.0.0.1")
+        with quiet_ray_auth_notice() as notice:
+            ray.init(num_cpus=num_cpus, namespace=namespace, log_to_driver=True, include_dashboard=True,
+                     dashboard_host="127.0.0.1")
+        if notice.dropped:
+            log.info("Ray: started a local cluster with token authentication (Ray's default; "
+                     "RAY_AUTH_MODE=disabled turns it off)")
+
+
+class _DropRecords(logging.Filter):
+    """Drops the records whose message starts with `prefix`, counting them."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix, self.dropped = prefix, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith(self.prefix):
+            self.dropped += 1
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def quiet_ray_auth_notice():
+    """Inside it, Ray's token-authentication notice (`RAY_AUTH_NOTICE`) is not logged; every other
+    record of Ray's authentication module is. Why: the console is for stages, progress and real
+    warnings, and this one came once per job start with nothing to do about it; `ensure_ray` says
+    the same thing once, at INFO. Setting RAY_AUTH_MODE=token ourselves would silence it too, but
+    only before Ray reads its config, which an earlier `import ray` may already have done."""
+    ray_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    notice = _DropRecords(RAY_AUTH_NOTICE)
+    ray_log.addFilter(notice)
+    try:
+        yield notice
+    finally:
+        ray_log.removeFilter(notice)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
