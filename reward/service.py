@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 
 from genrm_rl.config import to_dict
 from reward.config import ServeConfig
@@ -27,7 +28,26 @@ class RewardService:
         import ray
 
         ray.get(self.router.shutdown.remote())  # stops the HTTP server (frees the port) and the replicas
-        ray.kill(self.router, no_restart=True)
+        kill_router(self.router, self.cfg.router_name, self.cfg.namespace)
+
+
+def kill_router(router, name: str, namespace: str, timeout_s: float = 30.0) -> None:
+    """Kill the router and return once its name no longer resolves. Why wait: right after `ray.kill`,
+    `ray.get_actor` can still return the dead actor (ray-project/ray#20129, #44083), so a caller that
+    looks the name up or starts a router of the same name right after (a refused start retried on
+    another port, a restart after `shutdown`) would meet it now and then; the test suite under load
+    caught it once in this session's run."""
+    import ray
+
+    ray.kill(router, no_restart=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(name, namespace=namespace)
+        except ValueError:  # no actor of that name: released
+            return
+        time.sleep(0.05)
+    log.warning("router %r is still registered %.0f s after it was killed", name, timeout_s)
 
 
 def start_service(cfg: ServeConfig) -> RewardService:
@@ -52,7 +72,7 @@ def start_service(cfg: ServeConfig) -> RewardService:
     try:
         health = ray.get(router.start.remote())
     except ray.exceptions.RayTaskError as err:
-        ray.kill(router, no_restart=True)
+        kill_router(router, cfg.router_name, cfg.namespace)
         if isinstance(err.cause, ValueError):
             raise ValueError(str(err.cause)) from None
         raise
