@@ -35,8 +35,8 @@ def kill_router(router, name: str, namespace: str, timeout_s: float = 30.0) -> N
     """Kill the router and return once its name no longer resolves. Why wait: right after `ray.kill`,
     `ray.get_actor` can still return the dead actor (ray-project/ray#20129, #44083), so a caller that
     looks the name up or starts a router of the same name right after (a refused start retried on
-    another port, a restart after `shutdown`) would meet it now and then; the test suite under load
-    caught it once in this session's run."""
+    another port, a restart after `shutdown`) would meet it now and then; the service tests caught it
+    once in a full-suite run."""
     import ray
 
     ray.kill(router, no_restart=True)
