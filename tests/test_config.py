@@ -63,6 +63,7 @@ def test_paper_cpu_is_the_quickstart_on_three_seeds():
 
     quick, paper = (to_dict(load_config(ReproduceConfig, f"configs/{name}.yaml")) for name in ("quickstart", "paper_cpu"))
     assert paper.pop("seeds") == [0, 1, 2] and paper.pop("output_dir") == "runs/paper_cpu"
+    assert (quick.pop("train_launcher"), paper.pop("train_launcher")) == ("ray", "local")  # same weights
     assert {k: v for k, v in quick.items() if k not in ("seeds", "output_dir")} == paper
 
 

@@ -52,6 +52,37 @@ def test_a_stage_saved_before_an_option_existed_drifts_only_from_the_options_def
         "delete it to retrain"]
 
 
+def test_a_stage_trained_by_ray_train_is_reused_in_process_without_a_warning(tmp_path, caplog):
+    """train_launcher: local states the threads a Ray Train worker took implicitly; neither that nor
+    the launcher itself is a change of what the stage trains. Other threads are."""
+    from genrm_rl.config import dump_yaml, from_dict, to_dict
+    from genrm_rl.training.config import TrainConfig
+    from jobs.pipeline import Pipeline, ReproduceConfig
+
+    by_ray = from_dict(TrainConfig, {"objective": "orm", "model": "m", "output_dir": str(tmp_path / "orm"),
+                                     "launcher": "ray", "ray": {"cpus_per_worker": 2.0}})
+    saved = tmp_path / "orm" / "config.yaml"
+    saved.parent.mkdir()
+    dump_yaml(by_ray, saved)
+    done = tmp_path / "orm" / "done"
+    done.touch()
+    pipeline = Pipeline(ReproduceConfig(output_dir=str(tmp_path), train_launcher="local", num_workers=1))
+    here = to_dict(by_ray) | {"launcher": "local", "torch_threads": 2}
+    with caplog.at_level("WARNING", logger="genrm_rl.reproduce"):
+        pipeline._stage("train orm", done, None, here, saved=saved)
+        assert not caplog.records
+        pipeline._stage("train orm", done, None, here | {"torch_threads": 1}, saved=saved)
+    assert "torch_threads: 2 -> 1" in caplog.records[0].getMessage()
+
+
+def test_in_process_training_needs_one_rank():
+    from jobs.pipeline import ReproduceConfig
+
+    with pytest.raises(ValueError, match="train_launcher 'local' trains one rank in this process: set num_workers=1"):
+        ReproduceConfig(train_launcher="local", num_workers=2)
+    assert ReproduceConfig(train_launcher="local", num_workers=1).train_launcher == "local"
+
+
 def test_reproduce_config_rejects_a_bad_cot_gate():
     from jobs.pipeline import ReproduceConfig
 

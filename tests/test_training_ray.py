@@ -244,6 +244,26 @@ def test_rerunning_a_finished_job_keeps_its_checkpoint(ray_session, tiny_model_d
         assert 10 in _checkpoint_steps(out) and list((out / "ray").glob("*/step-000000010*"))
 
 
+def test_one_rank_in_process_trains_the_weights_a_ray_train_worker_does(ray_session, tiny_model_dir, tmp_path):
+    """`reproduce`'s train_launcher: local swaps Ray Train for this process when there is one rank. With
+    the threads a worker gets (its CPUs), DeepSpeed steps, checkpoints and exports the same weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    from genrm_rl.training.launch import run_training
+
+    threads = torch.get_num_threads()
+    kw = dict(objective="genrm_direct", max_steps=8, checkpoint_every=4, ray={"num_workers": 1, "cpus_per_worker": 1.0})
+    try:
+        run_training(_train_cfg(tiny_model_dir, tmp_path / "ray", **kw))
+        run_training(_train_cfg(tiny_model_dir, tmp_path / "here", launcher="local", torch_threads=1, **kw))
+    finally:
+        torch.set_num_threads(threads)
+    by_ray, here = (load_file(tmp_path / d / "model" / "model.safetensors") for d in ("ray", "here"))
+    assert by_ray.keys() == here.keys() and all(torch.equal(by_ray[k], here[k]) for k in by_ray)
+    assert not torch.equal(by_ray["model.norm.weight"], load_file(Path(tiny_model_dir) / "model.safetensors")["model.norm.weight"])
+
+
 def test_local_checkpoints_are_committed_after_every_rank_wrote(tiny_model_dir, tmp_path):
     """Without Ray: a half-written checkpoint (no COMPLETE marker, as a kill inside a save leaves it)
     is never resumed from, and pruning keeps the newest complete ones."""
