@@ -297,7 +297,8 @@ def build_parser(cls: type, prog: str, description: str = "") -> argparse.Argume
             action="append" if _is_multi(tp) else "store",
             choices=choices,
             metavar=None if choices else _type_name(tp).upper(),
-            help=f"{f.metadata.get('help', '')} [default: {default!r}]",
+            # argparse expands %-formats in help: a literal "12%" in a help text broke --help
+            help=f"{f.metadata.get('help', '')} [default: {default!r}]".replace("%", "%%"),
         )
     return parser
 

@@ -120,6 +120,18 @@ def test_cli_help_lists_jobs_and_each_job_has_help():
     assert "--gen_weight" in out and "λ" in out
 
 
+def test_every_option_help_renders_literally():
+    """argparse treats help text as a %-format; an option whose help says "12%" once crashed --help."""
+    from genrm_rl.config import build_parser
+    from genrm_rl.training.config import TrainConfig
+    from jobs.pipeline import ReproduceConfig
+
+    for cls in (ReproduceConfig, TrainConfig):
+        text = build_parser(cls, "job").format_help()
+        assert "--seed" in text
+    assert "~12% overhead" in " ".join(build_parser(ReproduceConfig, "reproduce").format_help().split())
+
+
 @pytest.mark.parametrize(("name", "cls_path", "extra"), [
     ("quickstart.yaml", "jobs.pipeline:ReproduceConfig", []),
     ("word_sort.yaml", "jobs.pipeline:ReproduceConfig", []),
