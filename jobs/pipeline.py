@@ -212,7 +212,9 @@ def _threads_spelt_out(train_cfg: dict) -> dict:
     """A Ray Train worker with `torch_threads: 0` runs as many threads as it has CPUs; a one-rank stage
     trained in this process states that number (`train_launcher: local`). Compared as the same."""
     if train_cfg.get("launcher") == "ray" and not train_cfg.get("torch_threads") and isinstance(train_cfg.get("ray"), dict):
-        return {**train_cfg, "torch_threads": max(1, int(train_cfg["ray"].get("cpus_per_worker") or 1))}
+        from genrm_rl.training.config import worker_threads
+
+        return {**train_cfg, "torch_threads": worker_threads(train_cfg["ray"].get("cpus_per_worker") or 1)}
     return train_cfg
 
 
@@ -278,7 +280,7 @@ class Pipeline:
 
     def _train_cfg(self, objective: str, init: str, stage: StageConfig, out: Path, candidates: list[str],
                    gen_weight: float | None = None, export_every: int = 0, max_steps: int | None = None):
-        from genrm_rl.training.config import TrainConfig
+        from genrm_rl.training.config import TrainConfig, worker_threads
 
         cfg = self.cfg
         recipe = KINDS[objective].recipe if objective in KINDS else "sft"
@@ -301,7 +303,7 @@ class Pipeline:
             "warmup_ratio": stage.warmup_ratio, "log_every": 25, "checkpoint_every": max(steps // 4, 50),
             "export_every": export_every, "seed": cfg.seed, "launcher": cfg.train_launcher,
             # in this process, as many threads as a Ray Train worker gets: the same float kernels, the same weights
-            "torch_threads": max(1, int(cfg.cpus_per_worker)) if cfg.train_launcher == "local" else 0,
+            "torch_threads": worker_threads(cfg.cpus_per_worker) if cfg.train_launcher == "local" else 0,
             # TRL's DPOTrainer runs as one Ray task
             "ray": {"address": cfg.ray_address, "num_workers": 1 if recipe == "dpo" else cfg.num_workers,
                     "use_gpu": cfg.use_gpu, "cpus_per_worker": cfg.cpus_per_worker},

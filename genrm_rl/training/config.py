@@ -9,6 +9,11 @@ from genrm_rl.config import option
 from genrm_rl.training.data import TrainDataConfig
 
 
+def worker_threads(cpus_per_worker: float) -> int:
+    """CPU threads of a Ray Train worker that reserved `cpus_per_worker` CPUs (more would oversubscribe them)."""
+    return max(1, int(cpus_per_worker))
+
+
 @dataclasses.dataclass
 class RayScaling:
     address: str = option("", help="Ray cluster address ('' = RAY_ADDRESS or a local cluster)")

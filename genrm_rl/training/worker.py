@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from genrm_rl.runtime import free_port
+from genrm_rl.training.config import worker_threads
 from genrm_rl.training.data import EXAMPLE_KINDS, Tokenized
 
 
@@ -133,7 +134,7 @@ def _setup_rank(cfg) -> tuple[int, int, torch.device, bool]:
     elif cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     elif cfg.launcher == "ray":  # Ray reserves CPUs per worker; more threads would oversubscribe them
-        torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
+        torch.set_num_threads(worker_threads(cfg.ray.cpus_per_worker))
     torch.manual_seed(cfg.seed)
     return rank, world, device, on_gpu
 
