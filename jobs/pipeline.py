@@ -22,6 +22,7 @@ in a warning, with what changed; delete its output to redo it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import shutil
@@ -534,38 +535,45 @@ class Pipeline:
         scores = [r.score for r in scorer.score([(c.question, c.solution) for c in cands])]
         return bon.separation(scores, [c.correct for c in cands], [c.problem_id for c in cands])
 
-    def score(self, verifier: Verifier, model: str, split: str) -> Path:
-        """Score a split's candidates through the Ray reward service (in-process handle)."""
+    def score(self, verifier: Verifier, model: str, splits: list[str]) -> dict[str, Path]:
+        """Score each split's candidates through one Ray reward service (in-process handle), started
+        only if a split is not scored yet and shared by the verifier's splits: a start costs ~5 s on
+        two cores (two replica processes importing torch and transformers), a split 1-15 s."""
         from genrm_rl.records import Candidate, read_records, write_records
         from genrm_rl.verifier import VerifierConfig, score_candidates
         from reward.service import serve_verifier
 
-        path = self.out / f"scores/{split}_{verifier.name}.jsonl"
+        cfg, started = self.cfg, []
 
-        def run():
-            cfg = self.cfg
+        def client():
+            if not started:
+                vcfg = VerifierConfig(model=model, mode=verifier.mode, k=cfg.cot_k, temperature=cfg.cot_temperature,
+                                      max_new_tokens=cfg.cot_max_new_tokens, batch_size=cfg.score_batch_size,
+                                      prompt_format=cfg.prompt_format, seed=cfg.seed, device=self.device)
+                started.append(serve_verifier(
+                    vcfg, num_replicas=cfg.num_replicas, replica_cpus=cfg.replica_cpus,
+                    replica_gpus=1.0 if cfg.use_gpu else 0.0, max_batch_size=cfg.score_batch_size, max_items=100_000,
+                    router_name=f"reproduce_{verifier.name}", ray_address=cfg.ray_address, request_timeout_s=3600.0))
+            return started[0].client()
+
+        def run(split: str, path: Path):
             cands = read_records(self.out / f"data/{split}_candidates.jsonl", Candidate)
-            vcfg = VerifierConfig(model=model, mode=verifier.mode, k=cfg.cot_k, temperature=cfg.cot_temperature,
-                                  max_new_tokens=cfg.cot_max_new_tokens, batch_size=cfg.score_batch_size,
-                                  prompt_format=cfg.prompt_format, seed=cfg.seed, device=self.device)
-            service = serve_verifier(vcfg, num_replicas=cfg.num_replicas, replica_cpus=cfg.replica_cpus,
-                                     replica_gpus=1.0 if cfg.use_gpu else 0.0, max_batch_size=cfg.score_batch_size,
-                                     max_items=100_000, router_name=f"reproduce_{verifier.name}",
-                                     ray_address=cfg.ray_address, request_timeout_s=3600.0)
-            try:
-                scores = score_candidates(_ClientScorer(service.client()), cands,
-                                          chunk_size=cfg.score_batch_size * 4, desc=f"score {split} {verifier.name}")
-            finally:
-                service.shutdown()
+            scores = score_candidates(_ClientScorer(client()), cands, chunk_size=cfg.score_batch_size * 4,
+                                      desc=f"score {split} {verifier.name}")
             write_records(path, scores)
 
-        # batch sizes and replica counts are left out: the scores do not depend on them (measured: batch 64
-        # instead of 16 moves every vote's p(Yes) by < 1e-6)
-        self._stage(f"score {split} {verifier.name}", path, run, {
-            "mode": verifier.mode, "k": self.cfg.cot_k, "temperature": self.cfg.cot_temperature,
-            "max_new_tokens": self.cfg.cot_max_new_tokens, "prompt_format": self.cfg.prompt_format,
-            "seed": self.cfg.seed})
-        return path
+        paths = {split: self.out / f"scores/{split}_{verifier.name}.jsonl" for split in splits}
+        try:
+            for split, path in paths.items():
+                # batch sizes and replica counts are left out: the scores do not depend on them (measured:
+                # batch 64 instead of 16 moves every vote's p(Yes) by < 1e-6)
+                self._stage(f"score {split} {verifier.name}", path, functools.partial(run, split, path), {
+                    "mode": verifier.mode, "k": cfg.cot_k, "temperature": cfg.cot_temperature,
+                    "max_new_tokens": cfg.cot_max_new_tokens, "prompt_format": cfg.prompt_format, "seed": cfg.seed})
+        finally:
+            if started:
+                started[0].shutdown()
+        return paths
 
     def run(self) -> dict:
         from genrm_rl.runtime import ensure_ray, numerics_fingerprint
@@ -594,8 +602,8 @@ class Pipeline:
         init = {"generator": generator, "policy": policy, "base": base}[cfg.verifier_init]
         models = self.train_verifiers(init, generator, train_cands)
         verifiers = compared_verifiers(cfg)
-        scores = {key: {v.name: str(self.score(v, models[v.name], stem)) for v in verifiers}
-                  for key, stem, _ in sets}
+        scored = {v.name: self.score(v, models[v.name], [stem for _, stem, _ in sets]) for v in verifiers}
+        scores = {key: {v.name: str(scored[v.name][stem]) for v in verifiers} for key, stem, _ in sets}
         reports = evaluate_sets(cfg, self.out, sets, scores)
         summary = {
             "task": cfg.task, "seed": cfg.seed, "output_dir": str(self.out),

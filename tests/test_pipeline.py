@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -139,8 +140,11 @@ def test_reproduce_smoke(ray_session, tmp_path, caplog):
         "cot_min_separation": 0.99, "cot_extra_steps": 3, "cot_max_extensions": 1, "cot_check_problems": 2,
         "cot_check_k": 1,
     })
+    caplog.set_level(logging.INFO, logger="genrm_rl.reward")
     summary = Pipeline(cfg).run()
     out = tmp_path / "run"
+    # one reward service per verifier scores all three sets (a start is ~5 s of two cores)
+    assert len([r for r in caplog.records if r.getMessage().startswith("reward router ready")]) == 5
     report = json.loads((out / "bon_ood.json").read_text())
     names = {"genrm_cot", "genrm_cot_lambda0", "genrm_direct", "orm", "llm_judge"}
     assert report["n"] == [1, 2, 4] and set(report["methods"]) == names
@@ -198,7 +202,7 @@ def test_reproduce_smoke(ray_session, tmp_path, caplog):
     assert len(warned) == 1 and "[train orm]" in warned[0] and "lr: " in warned[0]
     # so does a reused sampling or scoring stage
     hotter = Pipeline(dataclasses.replace(cfg, cot_temperature=0.5, sample_temperature=0.7))
-    hotter.score(Verifier("genrm_cot", "genrm_cot"), str(out / "genrm_cot" / "model"), "val")
+    hotter.score(Verifier("genrm_cot", "genrm_cot"), str(out / "genrm_cot" / "model"), ["val"])
     hotter.sample(str(out / "policy"), "val", cfg.n)
     warned = [r.getMessage() for r in caplog.records if "made with other settings" in r.getMessage()]
     assert len(warned) == 2 and "[score val genrm_cot]" in warned[0] and "temperature: 1.0 -> 0.5" in warned[0]
