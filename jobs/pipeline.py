@@ -543,18 +543,19 @@ class Pipeline:
         from genrm_rl.verifier import VerifierConfig, score_candidates
         from reward.service import serve_verifier
 
-        cfg, started = self.cfg, []
+        cfg, service = self.cfg, None
 
         def client():
-            if not started:
+            nonlocal service
+            if service is None:
                 vcfg = VerifierConfig(model=model, mode=verifier.mode, k=cfg.cot_k, temperature=cfg.cot_temperature,
                                       max_new_tokens=cfg.cot_max_new_tokens, batch_size=cfg.score_batch_size,
                                       prompt_format=cfg.prompt_format, seed=cfg.seed, device=self.device)
-                started.append(serve_verifier(
+                service = serve_verifier(
                     vcfg, num_replicas=cfg.num_replicas, replica_cpus=cfg.replica_cpus,
                     replica_gpus=1.0 if cfg.use_gpu else 0.0, max_batch_size=cfg.score_batch_size, max_items=100_000,
-                    router_name=f"reproduce_{verifier.name}", ray_address=cfg.ray_address, request_timeout_s=3600.0))
-            return started[0].client()
+                    router_name=f"reproduce_{verifier.name}", ray_address=cfg.ray_address, request_timeout_s=3600.0)
+            return service.client()
 
         def run(split: str, path: Path):
             cands = read_records(self.out / f"data/{split}_candidates.jsonl", Candidate)
@@ -571,8 +572,8 @@ class Pipeline:
                     "mode": verifier.mode, "k": cfg.cot_k, "temperature": cfg.cot_temperature,
                     "max_new_tokens": cfg.cot_max_new_tokens, "prompt_format": cfg.prompt_format, "seed": cfg.seed})
         finally:
-            if started:
-                started[0].shutdown()
+            if service is not None:
+                service.shutdown()
         return paths
 
     def run(self) -> dict:
