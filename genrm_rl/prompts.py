@@ -15,11 +15,25 @@ finds the question's words by their distance from the row it is writing, and wit
 solution in between that distance grows with the list, so rows trained on 2-4 words misread 5-6
 (docs/experiments.md, A1-A2). It is recorded with a trained verifier and applied wherever its
 prompts are built, so training and scoring can never disagree.
+
+How it reads the question (`question_view`) is recorded the same way: `as_asked` (the paper's), or
+`aligned`, for questions with a quoted list of words: the list is hidden (`"..."`) and written twice
+on lines of `VIEW_WIDTH` slots, padded with `~` in front, first reversed, then as asked:
+
+    Q: Take the last letters of the words in "..." and concatenate them.
+    "~ ~ ~ ~ ~ act above about"
+    "~ ~ ~ ~ ~ about above act"
+
+Why: every lookup the tiny verifier learns from 2-4-word lists is a lookup by position. Here a
+row that reads the k-th word from either end reads the k-th slot before a line's closing quote, at
+the same place whatever the list's length, up to `VIEW_WIDTH` words; the verifier still sees every
+word and where the list starts (docs/experiments.md, FW1-FW3).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 
 ANSWER_CUE = "A: Let's think step by step."
 VERDICT_CUE = "Verification: Is the answer correct (Yes/No)?"
@@ -27,6 +41,10 @@ COT_CUE = "Verification: Let's verify step by step."
 YES, NO = " Yes", " No"
 ANSWER_LINE = "The answer is"
 VERIFY_INPUTS = ("solution", "answer")
+QUESTION_VIEWS = ("as_asked", "aligned")
+VIEW_WIDTH = 8
+"""Slots of an `aligned` view's lines; a longer list gets lines as long as itself."""
+_QUOTED = re.compile(r'"([^"]*)"')
 
 
 def check_verify_input(value: str, also: tuple[str, ...] = ()) -> None:
@@ -34,6 +52,35 @@ def check_verify_input(value: str, also: tuple[str, ...] = ()) -> None:
     choices = (*also, *VERIFY_INPUTS)
     if value not in choices:
         raise ValueError(f"verify_input must be one of {', '.join(choices)}, got {value!r}")
+
+
+def check_question_view(value: str) -> None:
+    """ValueError unless `value` is one of `QUESTION_VIEWS`."""
+    if value not in QUESTION_VIEWS:
+        raise ValueError(f"question_view must be one of {', '.join(QUESTION_VIEWS)}, got {value!r}")
+
+
+def aligned_view(question: str) -> str:
+    """`question` with its first quoted list hidden and written on two right-aligned lines (the list
+    reversed, then as asked; see the module docstring). A question without a quoted list is returned
+    as it is."""
+    match = _QUOTED.search(question)
+    if not match or not match.group(1).split():
+        return question
+    items = match.group(1).split()
+    pad = ["~"] * max(VIEW_WIDTH - len(items), 0)
+    lines = ['"' + " ".join(pad + order) + '"' for order in (items[::-1], items)]
+    return "\n".join([question[:match.start()] + '"..."' + question[match.end():], *lines])
+
+
+def unaligned(text: str) -> str:
+    """Inverse of `aligned_view` (text that is not an aligned view is returned as it is)."""
+    head, sep, rest = text.partition('"..."')
+    lines = rest.split("\n")
+    if not sep or len(lines) != 3 or not all(_QUOTED.fullmatch(line) for line in lines[1:]):
+        return text
+    items = [w for w in lines[2][1:-1].split() if w != "~"]
+    return f'{head}"{" ".join(items)}"{lines[0]}'
 
 
 RELEASED_HEADER = (
@@ -63,9 +110,12 @@ class PromptFormat:
     opening of the assistant's)."""
     verify_input: str = "solution"
     """What verification prompts show of a candidate: the whole `solution` or its `answer` line."""
+    question_view: str = "as_asked"
+    """How verification prompts show the question: `as_asked` or `aligned` (see the module docstring)."""
 
     def __post_init__(self):
         check_verify_input(self.verify_input)
+        check_question_view(self.question_view)
 
     def shown(self, solution: str) -> str:
         """The part of `solution` a verification prompt shows."""
@@ -75,13 +125,19 @@ class PromptFormat:
         """Prompt for solving; the completion is the solution."""
         return f"{self.before}{self.header}Q: {question}{self.after}{ANSWER_CUE}\n"
 
+    def verification_head(self, question: str, solution: str) -> str:
+        """What every verifier reads before its cue: the question as this format views it, the
+        answer cue and what it shows of the solution (an ORM reads exactly this)."""
+        viewed = aligned_view(question) if self.question_view == "aligned" else question
+        return f"{self.generation(viewed)}{self.shown(solution)}"
+
     def direct(self, question: str, solution: str) -> str:
         """Direct GenRM prompt; the completion is " Yes" or " No"."""
-        return f"{self.generation(question)}{self.shown(solution)}\n{VERDICT_CUE}"
+        return f"{self.verification_head(question, solution)}\n{VERDICT_CUE}"
 
     def cot(self, question: str, solution: str) -> str:
         """GenRM-CoT prompt; the completion is a rationale ending in the verdict cue + Yes/No."""
-        return f"{self.generation(question)}{self.shown(solution)}\n{COT_CUE}\n"
+        return f"{self.verification_head(question, solution)}\n{COT_CUE}\n"
 
     def parse(self, prompt: str) -> tuple[str, str, str]:
         """Inverse of `direct`/`cot`: (question, solution, "direct"|"cot")."""
@@ -92,6 +148,8 @@ class PromptFormat:
         question, sep, rest = body.partition(f"{self.after}{ANSWER_CUE}\n")
         if not sep:
             raise ValueError(f"prompt has no {ANSWER_CUE!r} line")
+        if self.question_view == "aligned":
+            question = unaligned(question)
         if rest.endswith(f"\n{COT_CUE}\n"):
             return question, rest[: -len(COT_CUE) - 2], "cot"
         if rest.endswith(f"\n{VERDICT_CUE}"):
@@ -131,13 +189,17 @@ def chat_format(tokenizer) -> PromptFormat:
     return PromptFormat("chat", "", before, after)
 
 
-def get_prompt_format(name: str, tokenizer=None, verify_input: str = "solution") -> PromptFormat:
+def get_prompt_format(name: str, tokenizer=None, verify_input: str = "solution",
+                      question_view: str = "as_asked") -> PromptFormat:
     """The named format; `chat` is built from the model's tokenizer (its chat template).
-    `verify_input`: what its verification prompts show of a candidate (see `PromptFormat`)."""
+    `verify_input`, `question_view`: what its verification prompts show of a candidate and how they
+    show the question (see `PromptFormat`)."""
     if name == "chat":
         fmt = chat_format(tokenizer)
     elif name not in PROMPT_FORMATS:
         raise ValueError(f"unknown prompt format {name!r}; choose one of {', '.join(FORMAT_NAMES)}")
     else:
         fmt = PROMPT_FORMATS[name]
-    return fmt if verify_input == fmt.verify_input else dataclasses.replace(fmt, verify_input=verify_input)
+    if (verify_input, question_view) == (fmt.verify_input, fmt.question_view):
+        return fmt
+    return dataclasses.replace(fmt, verify_input=verify_input, question_view=question_view)

@@ -186,10 +186,12 @@ def resolve_verify_input(cfg) -> str:
 
 
 def verifier_prompt_format(cfg, tokenizer):
-    """The prompt format a trained verifier is scored with: its layout and what it reads."""
+    """The prompt format a trained verifier is scored with: its layout, what it reads of a candidate
+    and how it reads the question (always as it was trained: a view is not a scoring choice)."""
     from genrm_rl.prompts import get_prompt_format
 
-    return get_prompt_format(resolve_prompt_format(cfg), tokenizer, resolve_verify_input(cfg))
+    view = recorded_training(cfg.model).get("question_view", "as_asked")
+    return get_prompt_format(resolve_prompt_format(cfg), tokenizer, resolve_verify_input(cfg), view)
 
 
 def backend_spec(cfg):
@@ -410,7 +412,7 @@ class DPOScorer:
 def orm_input(fmt, question: str, solution: str) -> str:
     """The ORM sees what the generator saw plus the solution, or what `fmt` shows of it (no
     verification cue)."""
-    return fmt.generation(question) + fmt.shown(solution)
+    return fmt.verification_head(question, solution)
 
 
 def score_candidates(scorer, cands, chunk_size: int, progress: bool = True, desc: str = "score"):

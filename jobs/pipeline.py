@@ -54,6 +54,11 @@ class StageConfig:
     verify_input: Literal["solution", "answer"] = option(
         "solution", help="what the trained verifiers read of a candidate: the whole solution (the paper) or its "
                          "final-answer line (see genrm_rl.prompts)")
+    question_view: Literal["as_asked", "aligned"] = option(
+        "as_asked", help="how the trained verifiers read the question: as asked (the paper) or its quoted list on "
+                         "two right-aligned lines (see genrm_rl.prompts)")
+    mask_long_answer_verdicts: bool = option(False, help="GenRM-CoT: no verdict loss on answers longer than the "
+                                                         "right one (see TrainDataConfig)")
     gen_weight: float = option(1 / 3, help="λ (GenRM objectives)")
     rationale_rows: Literal["all", "ends"] = option("all", help="oracle rationale rows of the verifiers' data "
                                                                 "(see TrainDataConfig)")
@@ -294,7 +299,8 @@ class Pipeline:
                      "foreign_negatives_per_problem": stage.foreign_negatives_per_problem if objective != "generator" else 0,
                      "rationale_rows": stage.rationale_rows,
                      "long_negatives_per_problem": stage.long_negatives_per_problem if objective != "generator" else 0,
-                     "verify_input": stage.verify_input,
+                     "verify_input": stage.verify_input, "question_view": stage.question_view,
+                     "mask_long_answer_verdicts": stage.mask_long_answer_verdicts and objective == "genrm_cot",
                      "candidates_files": candidates, "balance": cfg.balance and objective != "generator",
                      "val_fraction": 0.02, "exclude_problems": [str(self.out / "data/val_problems.jsonl"),
                                                                 str(self.out / "data/test_problems.jsonl")]},

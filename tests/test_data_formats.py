@@ -75,6 +75,46 @@ def test_answer_only_prompts_show_the_answer_line():
         get_prompt_format("compact", verify_input="steps")
 
 
+def test_aligned_view_hides_the_list_and_writes_it_right_aligned_twice():
+    """`question_view: aligned` shows a quoted list reversed and as asked on lines of 8 slots, padded
+    in front; `parse` gives the question back; a longer list gets longer lines; a question without a
+    quoted list is shown as asked; the generation prompt does not change; a bad value is an error."""
+    from genrm_rl.prompts import VIEW_WIDTH, aligned_view, unaligned
+
+    q = 'Take the last letters of the words in "about above act" and concatenate them.'
+    fmt = get_prompt_format("compact", verify_input="answer", question_view="aligned")
+    assert fmt.cot(q, "x\nThe answer is tet.") == (
+        'Q: Take the last letters of the words in "..." and concatenate them.\n'
+        '"~ ~ ~ ~ ~ act above about"\n"~ ~ ~ ~ ~ about above act"\n'
+        f"A: Let's think step by step.\nThe answer is tet.\n{COT_CUE}\n")
+    assert fmt.parse(fmt.cot(q, "The answer is tet.")) == (q, "The answer is tet.", "cot")
+    assert fmt.parse(fmt.direct(q, "The answer is tet.")) == (q, "The answer is tet.", "direct")
+    assert fmt.generation(q) == get_prompt_format("compact").generation(q)
+    words = [f"w{i}" for i in range(VIEW_WIDTH + 2)]
+    long_q = f'Sort the words "{" ".join(words)}" alphabetically.'
+    assert aligned_view(long_q).splitlines()[2] == f'"{" ".join(words)}"' and unaligned(aligned_view(long_q)) == long_q
+    assert aligned_view("What is 2 + 3?") == "What is 2 + 3?" and unaligned("What is 2 + 3?") == "What is 2 + 3?"
+    with pytest.raises(ValueError, match="question_view"):
+        get_prompt_format("compact", question_view="sideways")
+
+
+def test_every_verifier_reads_the_question_view_it_was_trained_with(tmp_path):
+    """The view is recorded with the model and always used to score it; the ORM's input shows it too."""
+    from genrm_rl.verifier import VerifierConfig, orm_input, verifier_prompt_format
+
+    q = 'Take the last letters of the words in "about act" and concatenate them.'
+    (tmp_path / "genrm_rl.json").write_text(json.dumps({"objective": "orm", "prompt_format": "compact",
+                                                         "verify_input": "answer", "question_view": "aligned"}))
+    fmt = verifier_prompt_format(VerifierConfig(model=str(tmp_path), mode="cot"), None)
+    assert fmt.question_view == "aligned"
+    assert orm_input(fmt, q, "The answer is tt.").endswith('"~ ~ ~ ~ ~ ~ about act"\nA: Let\'s think step by step.\n'
+                                                             "The answer is tt.")
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "genrm_rl.json").write_text(json.dumps({"objective": "genrm_cot", "prompt_format": "compact"}))
+    assert verifier_prompt_format(VerifierConfig(model=str(older), mode="cot"), None).question_view == "as_asked"
+
+
 def test_verifier_reads_what_its_training_recorded(tmp_path, caplog):
     """A verifier is scored on the input it trained on (`genrm_rl.json`), unless told otherwise, which
     warns; a model without the record reads whole solutions."""

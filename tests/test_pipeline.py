@@ -133,7 +133,8 @@ def test_reproduce_smoke(ray_session, tmp_path, caplog):
         "generator_min_accuracy": 1.0, "generator_extra_steps": 3, "generator_max_extensions": 1,
         "generator": {"split": "mixed", "num_problems": 60, "max_steps": 6, "micro_batch_size": 8},
         "snapshot_every": 3, "policy_accuracy": 1.0, "policy_dev_problems": 2, "policy_dev_samples": 2,
-        "verifier_stage": {"num_problems": 40, "max_steps": 6, "micro_batch_size": 8, "verify_input": "answer"},
+        "verifier_stage": {"num_problems": 40, "max_steps": 6, "micro_batch_size": 8, "verify_input": "answer",
+                           "question_view": "aligned"},
         "cot_k": 2, "cot_k_curve": [1, 2], "cot_max_new_tokens": 24, "num_workers": 1, "cpus_per_worker": 0.5,
         "num_replicas": 1, "replica_cpus": 0.25, "score_batch_size": 8, "oracle_set": True, "n_oracle": 3,
         "bootstrap_samples": 50, "verifiers": ["genrm_cot", "genrm_direct", "orm", "llm_judge"],
@@ -159,11 +160,13 @@ def test_reproduce_smoke(ray_session, tmp_path, caplog):
             assert len((out / "scores" / f"{stem}_{name}.jsonl").read_text().splitlines()) == count
     assert set(summary["sets"]) == {"indist", "ood", "ood_oracle"}
     assert not (out / "llm_judge").exists()  # the judge is the generator, prompted, never trained
-    # the trained verifiers read only the answer line, recorded with each model for scoring
+    # the trained verifiers read only the answer line and the aligned view of the question, recorded with
+    # each model for scoring
     from genrm_rl.verifier import recorded_training
 
     assert {recorded_training(str(out / v / "model")).get("verify_input") for v in ("genrm_cot", "genrm_direct", "orm")} \
         == {"answer"}
+    assert {recorded_training(str(out / v / "model")).get("question_view") for v in ("genrm_cot", "orm")} == {"aligned"}
     # λ = 0 trains on verification data only; λ = 1/3 adds generation examples
     assert json.loads((out / "genrm_cot_lambda0" / "data_stats.json").read_text())["generate"] == 0
     assert json.loads((out / "genrm_cot" / "data_stats.json").read_text())["generate"] > 0

@@ -138,6 +138,35 @@ def test_rationale_rows_reach_every_verification_example():
         from_dict(TrainDataConfig, {"task": "last_letter", "rationale_rows": "middle"})
 
 
+def test_long_answer_verdicts_are_left_out_of_the_loss_only_when_asked():
+    """`mask_long_answer_verdicts`: a GenRM-CoT example whose answer is longer than the right one ends
+    its completion before the verdict (no Yes/No, no EOS); every other example and every prompt is as
+    without it. Without a task there is no right answer to compare with: a clear error."""
+    from genrm_rl.config import from_dict
+    from genrm_rl.tasks import get_task
+    from genrm_rl.training.data import TrainDataConfig, build_examples
+
+    task = get_task("last_letter")
+    kwargs = dict(task="last_letter", num_problems=40, negatives_per_problem=1, long_negatives_per_problem=1,
+                  rationale_rows="ends", verify_input="answer", balance=True)
+    plain, _ = build_examples("genrm_cot", TrainDataConfig(**kwargs), 0.25, "mix", "</s>")
+    masked, stats = build_examples("genrm_cot", TrainDataConfig(**kwargs, mask_long_answer_verdicts=True),
+                                   0.25, "mix", "</s>")
+    assert [(e.prompt, e.kind) for e in plain] == [(e.prompt, e.kind) for e in masked]
+    changed = 0
+    for x, y in zip(plain, masked, strict=True):
+        answer = x.prompt.rsplit("The answer is ", 1)[-1].split(".")[0] if x.kind == "verify" else ""
+        question = x.prompt.split("Q: ", 1)[1].split("\n")[0]
+        if x.kind == "verify" and len(answer) > len(task.target(task.items(question))):
+            assert x.completion.endswith("(Yes/No)? No</s>") and y.completion == x.completion[: -len("No</s>")]
+            changed += 1
+        else:
+            assert y.completion == x.completion
+    assert changed == stats.verdicts_masked >= 40  # at least the long negatives, one per problem
+    with pytest.raises(ValueError, match="mask_long_answer_verdicts"):
+        from_dict(TrainDataConfig, {"task": "", "candidates_files": ["x.jsonl"], "mask_long_answer_verdicts": True})
+
+
 def test_foreign_negatives_are_other_problems_solutions_of_the_same_length():
     from genrm_rl.tasks import get_task
     from genrm_rl.training.data import TrainDataConfig, build_examples

@@ -38,6 +38,14 @@ class TrainDataConfig:
     verify_input: Literal["solution", "answer"] = option(
         "solution", help="what verification examples show of a candidate: the whole solution (the paper) or its "
                          "final-answer line (see genrm_rl.prompts); recorded with the model for scoring")
+    question_view: Literal["as_asked", "aligned"] = option(
+        "as_asked", help="how verification examples show the question: as asked (the paper) or its quoted list "
+                         "on two right-aligned lines (see genrm_rl.prompts); recorded with the model for scoring")
+    mask_long_answer_verdicts: bool = option(
+        False, help="GenRM-CoT: leave the final Yes/No of a candidate whose answer is longer than the right one "
+                    "out of the loss (its rows and Wrong. line are trained). On 2-4-item data every such answer "
+                    "is wrong, and a verdict trained on them says No to right 5-6-item answers after writing "
+                    "Correct. (docs/experiments.md, VM1)")
     candidates_files: list[str] = option([], help="extra candidates JSONL files (e.g. generator samples)")
     released_files: list[str] = option([], help="genrm-critiques .zip / data_collection .jsonl.gz files")
     released_limit: int = option(0, help="use at most this many released examples (0 = all)")
@@ -59,10 +67,13 @@ class TrainDataConfig:
                self.long_negatives_per_problem) < 0:
             raise ValueError("num_problems, negatives_per_problem, foreign_negatives_per_problem and "
                              "long_negatives_per_problem must be >= 0")
-        from genrm_rl.prompts import check_verify_input
+        from genrm_rl.prompts import check_question_view, check_verify_input
         from genrm_rl.tasks import check_long_negatives
 
         check_verify_input(self.verify_input)
+        check_question_view(self.question_view)
+        if self.mask_long_answer_verdicts and not self.task:
+            raise ValueError("mask_long_answer_verdicts needs data.task: the right answer comes from the task")
         check_long_negatives(self.task, self.long_negatives_per_problem)
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
@@ -92,6 +103,7 @@ class DataStats:
     too_long: int = 0
     balanced_added: int = 0
     foreign_negatives: int = 0
+    verdicts_masked: int = 0
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -182,6 +194,19 @@ def _balance(out: list, task, rng: random.Random, rows: str = "all") -> int:
     return abs(gap)
 
 
+def _longer_than_right(question: str, solution: str, task_name: str) -> bool:
+    """Whether the solution's answer has more characters than the right answer to `question`."""
+    from genrm_rl.tasks import get_task
+
+    task = get_task(task_name)
+    try:
+        right = task.target(task.items(question))
+    except ValueError:  # not one of the task's questions (released data): nothing to compare
+        return False
+    answer = task.extract_answer(solution)
+    return answer is not None and len(answer) > len(right)
+
+
 def build_examples(objective: str, cfg: TrainDataConfig, gen_weight: float, gen_weight_mode: str,
                    eos_token: str, tokenizer=None) -> tuple[list[Example], DataStats]:
     """All examples for `objective` (genrm_cot, genrm_direct, orm, generator); `tokenizer` builds the
@@ -189,7 +214,7 @@ def build_examples(objective: str, cfg: TrainDataConfig, gen_weight: float, gen_
     from genrm_rl.prompts import NO, YES, get_prompt_format
     from genrm_rl.verifier import orm_input
 
-    fmt = get_prompt_format(cfg.prompt_format, tokenizer, cfg.verify_input)
+    fmt = get_prompt_format(cfg.prompt_format, tokenizer, cfg.verify_input, cfg.question_view)
     candidates, stats = _labelled_candidates(cfg)
     rng = random.Random(f"mix/{cfg.seed}")
     examples: list[Example] = []
@@ -206,6 +231,11 @@ def build_examples(objective: str, cfg: TrainDataConfig, gen_weight: float, gen_
     for q, s, correct, rationale in candidates:
         if objective == "genrm_cot":
             if rationale is None:  # no usable rationale (direct-only released pairs, filtered ones)
+                continue
+            if cfg.mask_long_answer_verdicts and _longer_than_right(q, s, cfg.task):
+                # the completion stops before the verdict: nothing after "(Yes/No)? " is trained
+                examples.append(Example(fmt.cot(q, s), rationale[: rationale.rindex(" ") + 1], "verify"))
+                stats.verdicts_masked += 1
                 continue
             examples.append(Example(fmt.cot(q, s), rationale + eos_token, "verify"))
         else:

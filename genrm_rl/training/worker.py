@@ -118,7 +118,8 @@ def _export(engine, cfg, tokenizer, out_dir: Path, rank: int) -> None:
         tokenizer.save_pretrained(tmp)
         (tmp / "genrm_rl.json").write_text(json.dumps({"objective": cfg.objective,
                                                        "prompt_format": cfg.data.prompt_format,
-                                                       "verify_input": cfg.data.verify_input}, indent=2))
+                                                       "verify_input": cfg.data.verify_input,
+                                                       "question_view": cfg.data.question_view}, indent=2))
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
 
