@@ -35,6 +35,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from genrm_rl.kinds import check_choice
+
 ANSWER_CUE = "A: Let's think step by step."
 VERDICT_CUE = "Verification: Is the answer correct (Yes/No)?"
 COT_CUE = "Verification: Let's verify step by step."
@@ -52,12 +54,6 @@ def check_verify_input(value: str, also: tuple[str, ...] = ()) -> None:
     choices = (*also, *VERIFY_INPUTS)
     if value not in choices:
         raise ValueError(f"verify_input must be one of {', '.join(choices)}, got {value!r}")
-
-
-def check_question_view(value: str) -> None:
-    """ValueError unless `value` is one of `QUESTION_VIEWS`."""
-    if value not in QUESTION_VIEWS:
-        raise ValueError(f"question_view must be one of {', '.join(QUESTION_VIEWS)}, got {value!r}")
 
 
 def aligned_view(question: str) -> str:
@@ -115,7 +111,7 @@ class PromptFormat:
 
     def __post_init__(self):
         check_verify_input(self.verify_input)
-        check_question_view(self.question_view)
+        check_choice(self.question_view, QUESTION_VIEWS, "question_view")
 
     def shown(self, solution: str) -> str:
         """The part of `solution` a verification prompt shows."""

@@ -67,11 +67,12 @@ class TrainDataConfig:
                self.long_negatives_per_problem) < 0:
             raise ValueError("num_problems, negatives_per_problem, foreign_negatives_per_problem and "
                              "long_negatives_per_problem must be >= 0")
-        from genrm_rl.prompts import check_question_view, check_verify_input
+        from genrm_rl.kinds import check_choice
+        from genrm_rl.prompts import QUESTION_VIEWS, check_verify_input
         from genrm_rl.tasks import check_long_negatives
 
         check_verify_input(self.verify_input)
-        check_question_view(self.question_view)
+        check_choice(self.question_view, QUESTION_VIEWS, "question_view")
         if self.mask_long_answer_verdicts and not self.task:
             raise ValueError("mask_long_answer_verdicts needs data.task: the right answer comes from the task")
         check_long_negatives(self.task, self.long_negatives_per_problem)
@@ -194,11 +195,8 @@ def _balance(out: list, task, rng: random.Random, rows: str = "all") -> int:
     return abs(gap)
 
 
-def _longer_than_right(question: str, solution: str, task_name: str) -> bool:
-    """Whether the solution's answer has more characters than the right answer to `question`."""
-    from genrm_rl.tasks import get_task
-
-    task = get_task(task_name)
+def _longer_than_right(task, question: str, solution: str) -> bool:
+    """Whether the solution's answer has more characters than `task`'s right answer to `question`."""
     try:
         right = task.target(task.items(question))
     except ValueError:  # not one of the task's questions (released data): nothing to compare
@@ -212,12 +210,14 @@ def build_examples(objective: str, cfg: TrainDataConfig, gen_weight: float, gen_
     """All examples for `objective` (genrm_cot, genrm_direct, orm, generator); `tokenizer` builds the
     `chat` prompt format from its template."""
     from genrm_rl.prompts import NO, YES, get_prompt_format
+    from genrm_rl.tasks import get_task
     from genrm_rl.verifier import orm_input
 
     fmt = get_prompt_format(cfg.prompt_format, tokenizer, cfg.verify_input, cfg.question_view)
     candidates, stats = _labelled_candidates(cfg)
     rng = random.Random(f"mix/{cfg.seed}")
     examples: list[Example] = []
+    mask_task = get_task(cfg.task) if cfg.mask_long_answer_verdicts else None
     if objective == "orm":
         for q, s, correct, _ in candidates:
             examples.append(Example(orm_input(fmt, q, s), kind="orm", label=float(correct)))
@@ -232,7 +232,7 @@ def build_examples(objective: str, cfg: TrainDataConfig, gen_weight: float, gen_
         if objective == "genrm_cot":
             if rationale is None:  # no usable rationale (direct-only released pairs, filtered ones)
                 continue
-            if cfg.mask_long_answer_verdicts and _longer_than_right(q, s, cfg.task):
+            if mask_task is not None and _longer_than_right(mask_task, q, s):
                 # the completion stops before the verdict: nothing after "(Yes/No)? " is trained
                 examples.append(Example(fmt.cot(q, s), rationale[: rationale.rindex(" ") + 1], "verify"))
                 stats.verdicts_masked += 1
