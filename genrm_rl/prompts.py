@@ -49,13 +49,6 @@ VIEW_WIDTH = 8
 _QUOTED = re.compile(r'"([^"]*)"')
 
 
-def check_verify_input(value: str, also: tuple[str, ...] = ()) -> None:
-    """ValueError unless `value` is one of `VERIFY_INPUTS` (or of `also`, a config's extra choices)."""
-    choices = (*also, *VERIFY_INPUTS)
-    if value not in choices:
-        raise ValueError(f"verify_input must be one of {', '.join(choices)}, got {value!r}")
-
-
 def aligned_view(question: str) -> str:
     """`question` with its first quoted list hidden and written on two right-aligned lines (the list
     reversed, then as asked; see the module docstring). A question without a quoted list is returned
@@ -110,7 +103,7 @@ class PromptFormat:
     """How verification prompts show the question: `as_asked` or `aligned` (see the module docstring)."""
 
     def __post_init__(self):
-        check_verify_input(self.verify_input)
+        check_choice(self.verify_input, VERIFY_INPUTS, "verify_input")
         check_choice(self.question_view, QUESTION_VIEWS, "question_view")
 
     def shown(self, solution: str) -> str:

@@ -96,9 +96,9 @@ class VerifierConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        from genrm_rl.prompts import check_verify_input
+        from genrm_rl.prompts import VERIFY_INPUTS
 
-        check_verify_input(self.verify_input, also=("auto",))
+        check_choice(self.verify_input, ("auto", *VERIFY_INPUTS), "verify_input")
         if MODE_FAMILY[self.mode] != "generative" and self.backend == "vllm":
             raise ValueError(f"mode {self.mode!r} runs on the transformers backend only (it needs no sampling)")
 

@@ -93,6 +93,14 @@ def test_reproduce_config_rejects_a_bad_cot_gate():
         ReproduceConfig(cot_min_separation=0.5, cot_extra_steps=0)
 
 
+def test_reproduce_config_rejects_a_generator_gate_split_the_task_lacks():
+    from jobs.pipeline import ReproduceConfig
+
+    with pytest.raises(ValueError, match="generator_dev_split 'long' not in task 'last_letter' splits"):
+        ReproduceConfig(generator_dev_split="long")
+    assert ReproduceConfig(generator_dev_split="mixed").generator_dev_split == "mixed"
+
+
 @pytest.mark.parametrize("name", ["quickstart.yaml", "word_sort.yaml", "paper_cpu.yaml", "gpu_preset.yaml"])
 def test_shipped_reproduce_configs_build_every_verifiers_data(name, tmp_path):
     """What a config asks of its task is checked before the first stage, and every verifier it
@@ -131,6 +139,7 @@ def test_reproduce_smoke(ray_session, tmp_path, caplog):
         "num_test_problems": 4, "num_val_problems": 3, "n": 4, "max_solution_tokens": 40,
         "verifier_train_problems": 10, "verifier_samples_per_problem": 2,
         "generator_min_accuracy": 1.0, "generator_extra_steps": 3, "generator_max_extensions": 1,
+        "generator_dev_split": "mixed",
         "generator": {"split": "mixed", "num_problems": 60, "max_steps": 6, "micro_batch_size": 8},
         "snapshot_every": 3, "policy_accuracy": 1.0, "policy_dev_problems": 2, "policy_dev_samples": 2,
         "verifier_stage": {"num_problems": 40, "max_steps": 6, "micro_batch_size": 8, "verify_input": "answer",
@@ -172,6 +181,7 @@ def test_reproduce_smoke(ray_session, tmp_path, caplog):
     assert json.loads((out / "genrm_cot" / "data_stats.json").read_text())["generate"] > 0
     # the generator missed its (impossible) accuracy bar once and was resumed for 3 more steps
     assert [c["steps"] for c in summary["generator_checks"]] == [6, 9]
+    assert {c["dev_split"] for c in summary["generator_checks"]} == {"mixed"}  # the gate read 2-6-item lists
     starts = [json.loads(line) for line in (out / "generator" / "metrics.jsonl").read_text().splitlines()
               if '"event": "start"' in line]
     assert [s["resumed_from"] for s in starts] == [None, 6]

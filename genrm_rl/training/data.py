@@ -68,10 +68,10 @@ class TrainDataConfig:
             raise ValueError("num_problems, negatives_per_problem, foreign_negatives_per_problem and "
                              "long_negatives_per_problem must be >= 0")
         from genrm_rl.kinds import check_choice
-        from genrm_rl.prompts import QUESTION_VIEWS, check_verify_input
+        from genrm_rl.prompts import QUESTION_VIEWS, VERIFY_INPUTS
         from genrm_rl.tasks import check_long_negatives
 
-        check_verify_input(self.verify_input)
+        check_choice(self.verify_input, VERIFY_INPUTS, "verify_input")
         check_choice(self.question_view, QUESTION_VIEWS, "question_view")
         if self.mask_long_answer_verdicts and not self.task:
             raise ValueError("mask_long_answer_verdicts needs data.task: the right answer comes from the task")
