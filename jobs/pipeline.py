@@ -592,14 +592,27 @@ class Pipeline:
         return paths
 
     def run(self) -> dict:
-        from genrm_rl.runtime import ensure_ray, numerics_fingerprint
+        """The whole pipeline for one seed. Ray starts when a stage first needs it (a Ray Train
+        launcher, a reward service) and, if this run started it, stops at the end: an idle local
+        cluster beside an in-process training rank cost it 8-24% of its tokens/s on a 2-core CPU
+        (docs/experiments.md, "an idle Ray cluster slows training")."""
+        import ray
+
+        started_ray = not ray.is_initialized()
+        try:
+            return self._run()
+        finally:
+            if started_ray and ray.is_initialized():
+                ray.shutdown()
+
+    def _run(self) -> dict:
+        from genrm_rl.runtime import numerics_fingerprint
         from jobs.paper_report import evaluate_sets, write_report
 
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         dump_yaml(cfg, self.out / "reproduce_config.yaml")
         t_start = time.time()
-        ensure_ray(cfg.ray_address)
         self._stage("make data", self.out / "data/test_problems.jsonl", self.make_data, {
             "task": cfg.task, "num_val_problems": cfg.num_val_problems, "num_test_problems": cfg.num_test_problems,
             "verifier_train_problems": cfg.verifier_train_problems, "seed": cfg.seed})
