@@ -165,12 +165,10 @@ class ReproduceConfig:
                              f"{self.cot_check_problems}, {self.cot_check_k}")
         if not self.cot_k_curve or any(k < 1 or k > self.cot_k for k in self.cot_k_curve):
             raise ValueError(f"cot_k_curve values must be in 1..cot_k={self.cot_k}, got {self.cot_k_curve}")
-        if self.generator_dev_split not in task.lengths:
-            raise ValueError(f"generator_dev_split {self.generator_dev_split!r} not in task {self.task!r} splits "
-                             f"{sorted(task.lengths)}")
-        for stage in (self.generator, self.verifier_stage):
-            if stage.split not in task.lengths:
-                raise ValueError(f"split {stage.split!r} not in task {self.task!r} splits {sorted(task.lengths)}")
+        for what, split in (("generator.split", self.generator.split), ("verifier_stage.split", self.verifier_stage.split),
+                            ("generator_dev_split", self.generator_dev_split)):
+            if split not in task.lengths:
+                raise ValueError(f"{what} {split!r} not in task {self.task!r} splits {sorted(task.lengths)}")
         check_long_negatives(self.task, self.verifier_stage.long_negatives_per_problem,
                              "verifier_stage.long_negatives_per_problem")
         if self.train_launcher == "local" and self.num_workers != 1:

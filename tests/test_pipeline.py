@@ -94,11 +94,13 @@ def test_reproduce_config_rejects_a_bad_cot_gate():
 
 
 def test_reproduce_config_rejects_a_generator_gate_split_the_task_lacks():
-    from jobs.pipeline import ReproduceConfig
+    from jobs.pipeline import ReproduceConfig, StageConfig
 
     with pytest.raises(ValueError, match="generator_dev_split 'long' not in task 'last_letter' splits"):
         ReproduceConfig(generator_dev_split="long")
     assert ReproduceConfig(generator_dev_split="mixed").generator_dev_split == "mixed"
+    with pytest.raises(ValueError, match="generator.split 'long' not in task 'last_letter' splits"):
+        ReproduceConfig(generator=StageConfig(split="long"))
 
 
 @pytest.mark.parametrize("name", ["quickstart.yaml", "word_sort.yaml", "paper_cpu.yaml", "gpu_preset.yaml"])
