@@ -28,6 +28,20 @@ Why: every lookup the tiny verifier learns from 2-4-word lists is a lookup by po
 row that reads the k-th word from either end reads the k-th slot before a line's closing quote, at
 the same place whatever the list's length, up to `VIEW_WIDTH` words; the verifier still sees every
 word and where the list starts (docs/experiments.md, FW1-FW3).
+
+`ends` writes the same two lines with only the words `ends` rationale rows read: the list's first
+`ENDS_WIDTH` words (reversed) and its last ones, on lines of `ENDS_WIDTH` slots:
+
+    Q: Take the last letters of the words in "..." and concatenate them.
+    "olive thin jar"                   (of "jar thin olive bread nurse spoon")
+    "bread nurse spoon"
+
+Why: on `aligned` lines a 5-6-word list puts words in slots that 2-4-word training lists always
+padded, and most trained verifiers read a slot by what surrounds it, so whether a training run reads
+5-6-word lists right was a draw (docs/experiments.md, "two probes" and EV1). Here every list of 3 or
+more words fills the same slots with words, so a row meets nothing on 5-6 words that training did
+not show it. What it gives up: the middle of a list of 7 or more words (no `ends` row reads it), so
+`parse` gives back only the first and last `ENDS_WIDTH` words of such a list.
 """
 
 from __future__ import annotations
@@ -43,32 +57,46 @@ COT_CUE = "Verification: Let's verify step by step."
 YES, NO = " Yes", " No"
 ANSWER_LINE = "The answer is"
 VERIFY_INPUTS = ("solution", "answer")
-QUESTION_VIEWS = ("as_asked", "aligned")
+QUESTION_VIEWS = ("as_asked", "aligned", "ends")
+ENDS_WIDTH = 3
+"""Slots of an `ends` view's lines: the words nearest each end, all that `ends` rationale rows read."""
 VIEW_WIDTH = 8
 """Slots of an `aligned` view's lines; a longer list gets lines as long as itself."""
 _QUOTED = re.compile(r'"([^"]*)"')
 
 
-def aligned_view(question: str) -> str:
+def check_view_rows(question_view: str, rationale_rows: str) -> None:
+    """An `ends` view shows only the words `ends` rationale rows read; any other rows would read words
+    it hides."""
+    if question_view == "ends" and rationale_rows != "ends":
+        raise ValueError("question_view 'ends' shows only the words at the list's ends, which only "
+                         f"rationale_rows 'ends' reads; got rationale_rows {rationale_rows!r}")
+
+
+def aligned_view(question: str, ends: bool = False) -> str:
     """`question` with its first quoted list hidden and written on two right-aligned lines (the list
-    reversed, then as asked; see the module docstring). A question without a quoted list is returned
-    as it is."""
+    reversed, then as asked; see the module docstring). `ends`: the first line holds only the list's
+    first `ENDS_WIDTH` words (reversed), the second its last ones. A question without a quoted list
+    is returned as it is."""
     match = _QUOTED.search(question)
     if not match or not match.group(1).split():
         return question
     items = match.group(1).split()
-    pad = ["~"] * max(VIEW_WIDTH - len(items), 0)
-    lines = ['"' + " ".join(pad + order) + '"' for order in (items[::-1], items)]
+    width, first, last = (ENDS_WIDTH, items[:ENDS_WIDTH], items[-ENDS_WIDTH:]) if ends else (VIEW_WIDTH, items, items)
+    lines = ['"' + " ".join(["~"] * max(width - len(order), 0) + order) + '"' for order in (first[::-1], last)]
     return "\n".join([question[:match.start()] + '"..."' + question[match.end():], *lines])
 
 
 def unaligned(text: str) -> str:
-    """Inverse of `aligned_view` (text that is not an aligned view is returned as it is)."""
+    """Inverse of `aligned_view` (text that is not an aligned view is returned as it is; an `ends` view
+    of 7 or more words gives its first and last `ENDS_WIDTH` words)."""
     head, sep, rest = text.partition('"..."')
     lines = rest.split("\n")
     if not sep or len(lines) != 3 or not all(_QUOTED.fullmatch(line) for line in lines[1:]):
         return text
-    items = [w for w in lines[2][1:-1].split() if w != "~"]
+    first = [w for w in lines[1][1:-1].split() if w != "~"][::-1]
+    last = [w for w in lines[2][1:-1].split() if w != "~"]
+    items = first + [w for w in last if w not in first] if first != last else last  # an `ends` view
     return f'{head}"{" ".join(items)}"{lines[0]}'
 
 
@@ -100,7 +128,8 @@ class PromptFormat:
     verify_input: str = "solution"
     """What verification prompts show of a candidate: the whole `solution` or its `answer` line."""
     question_view: str = "as_asked"
-    """How verification prompts show the question: `as_asked` or `aligned` (see the module docstring)."""
+    """How verification prompts show the question: `as_asked`, `aligned` or `ends` (see the module
+    docstring)."""
 
     def __post_init__(self):
         check_choice(self.verify_input, VERIFY_INPUTS, "verify_input")
@@ -117,7 +146,8 @@ class PromptFormat:
     def verification_head(self, question: str, solution: str) -> str:
         """What every verifier reads before its cue: the question as this format views it, the
         answer cue and what it shows of the solution (an ORM reads exactly this)."""
-        viewed = aligned_view(question) if self.question_view == "aligned" else question
+        viewed = question if self.question_view == "as_asked" else \
+            aligned_view(question, ends=self.question_view == "ends")
         return f"{self.generation(viewed)}{self.shown(solution)}"
 
     def direct(self, question: str, solution: str) -> str:
@@ -137,7 +167,7 @@ class PromptFormat:
         question, sep, rest = body.partition(f"{self.after}{ANSWER_CUE}\n")
         if not sep:
             raise ValueError(f"prompt has no {ANSWER_CUE!r} line")
-        if self.question_view == "aligned":
+        if self.question_view != "as_asked":
             question = unaligned(question)
         if rest.endswith(f"\n{COT_CUE}\n"):
             return question, rest[: -len(COT_CUE) - 2], "cot"

@@ -32,6 +32,7 @@ from typing import Literal
 
 from genrm_rl.config import dump_yaml, from_dict, option
 from genrm_rl.kinds import KINDS, check_choice
+from genrm_rl.prompts import check_view_rows
 from genrm_rl.tiny import TinyModelSpec
 
 log = logging.getLogger("genrm_rl.reproduce")
@@ -54,9 +55,10 @@ class StageConfig:
     verify_input: Literal["solution", "answer"] = option(
         "solution", help="what the trained verifiers read of a candidate: the whole solution (the paper) or its "
                          "final-answer line (see genrm_rl.prompts)")
-    question_view: Literal["as_asked", "aligned"] = option(
-        "as_asked", help="how the trained verifiers read the question: as asked (the paper) or its quoted list on "
-                         "two right-aligned lines (see genrm_rl.prompts)")
+    question_view: Literal["as_asked", "aligned", "ends"] = option(
+        "as_asked", help="how the trained verifiers read the question: as asked (the paper), its quoted list on "
+                         "two right-aligned lines (aligned), or only the three words at each end of it (ends; "
+                         "needs rationale_rows: ends) (see genrm_rl.prompts)")
     mask_long_answer_verdicts: bool = option(False, help="GenRM-CoT: no verdict loss on answers longer than the "
                                                          "right one (see TrainDataConfig)")
     gen_weight: float = option(1 / 3, help="λ (GenRM objectives)")
@@ -68,6 +70,7 @@ class StageConfig:
         if min(self.negatives_per_problem, self.foreign_negatives_per_problem, self.long_negatives_per_problem) < 0:
             raise ValueError("negatives_per_problem, foreign_negatives_per_problem and long_negatives_per_problem "
                              "must be >= 0")
+        check_view_rows(self.question_view, self.rationale_rows)
 
 
 @dataclasses.dataclass

@@ -98,6 +98,31 @@ def test_aligned_view_hides_the_list_and_writes_it_right_aligned_twice():
         get_prompt_format("compact", question_view="sideways")
 
 
+def test_ends_view_shows_the_three_words_at_each_end_and_needs_ends_rows():
+    """`question_view: ends` writes the list's first three words (reversed) and its last three, so a
+    5-6-word list fills the same slots as a 3-4-word one; `parse` gives every list of up to 6 words
+    back; the view needs the rows that read only those words."""
+    from genrm_rl.prompts import ENDS_WIDTH, aligned_view, unaligned
+    from genrm_rl.tasks.base import ROWS_PER_END
+    from genrm_rl.training.data import TrainDataConfig
+
+    assert ENDS_WIDTH == ROWS_PER_END
+    fmt = get_prompt_format("compact", verify_input="answer", question_view="ends")
+    lines = {n: [f"w{i}" for i in range(1, n + 1)] for n in range(2, 9)}
+    views = {n: aligned_view(f'Take the last letters of the words in "{" ".join(w)}" and concatenate them.', ends=True)
+             for n, w in lines.items()}
+    assert views[2].splitlines()[1:] == ['"~ w2 w1"', '"~ w1 w2"']
+    assert views[4].splitlines()[1:] == ['"w3 w2 w1"', '"w2 w3 w4"']
+    assert views[6].splitlines()[1:] == ['"w3 w2 w1"', '"w4 w5 w6"']
+    for n in range(2, 7):
+        q = f'Take the last letters of the words in "{" ".join(lines[n])}" and concatenate them.'
+        assert unaligned(views[n]) == q and fmt.parse(fmt.cot(q, "The answer is x."))[0] == q
+    assert unaligned(views[8]) == 'Take the last letters of the words in "w1 w2 w3 w6 w7 w8" and concatenate them.'
+    with pytest.raises(ValueError, match="rationale_rows 'ends'"):
+        TrainDataConfig(task="last_letter", question_view="ends")
+    assert TrainDataConfig(task="last_letter", question_view="ends", rationale_rows="ends").question_view == "ends"
+
+
 def test_every_verifier_reads_the_question_view_it_was_trained_with(tmp_path):
     """The view is recorded with the model and always used to score it; the ORM's input shows it too."""
     from genrm_rl.verifier import VerifierConfig, orm_input, verifier_prompt_format

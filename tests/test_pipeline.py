@@ -101,6 +101,8 @@ def test_reproduce_config_rejects_a_generator_gate_split_the_task_lacks():
     assert ReproduceConfig(generator_dev_split="mixed").generator_dev_split == "mixed"
     with pytest.raises(ValueError, match="generator.split 'long' not in task 'last_letter' splits"):
         ReproduceConfig(generator=StageConfig(split="long"))
+    with pytest.raises(ValueError, match="question_view 'ends' shows only the words at the list's ends"):
+        StageConfig(question_view="ends", rationale_rows="all")
 
 
 @pytest.mark.parametrize("name", ["quickstart.yaml", "word_sort.yaml", "paper_cpu.yaml", "gpu_preset.yaml"])

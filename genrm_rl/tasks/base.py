@@ -14,7 +14,7 @@ import re
 from functools import lru_cache
 from importlib import resources
 
-from genrm_rl.prompts import VERDICT_CUE
+from genrm_rl.prompts import ENDS_WIDTH, VERDICT_CUE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +52,7 @@ def _norm(line: str) -> str:
 ANSWER_RE = re.compile(r"The answer is\s*(.+?)\.?\s*$", re.MULTILINE)
 
 
-ROWS_PER_END = 3
+ROWS_PER_END = ENDS_WIDTH  # the `ends` question view shows exactly the words these rows read
 
 
 def end_positions(items: list[str], per_end: int = ROWS_PER_END) -> list[str]:

@@ -38,9 +38,10 @@ class TrainDataConfig:
     verify_input: Literal["solution", "answer"] = option(
         "solution", help="what verification examples show of a candidate: the whole solution (the paper) or its "
                          "final-answer line (see genrm_rl.prompts); recorded with the model for scoring")
-    question_view: Literal["as_asked", "aligned"] = option(
-        "as_asked", help="how verification examples show the question: as asked (the paper) or its quoted list "
-                         "on two right-aligned lines (see genrm_rl.prompts); recorded with the model for scoring")
+    question_view: Literal["as_asked", "aligned", "ends"] = option(
+        "as_asked", help="how verification examples show the question: as asked (the paper), its quoted list "
+                         "on two right-aligned lines (aligned), or only the three words at each end of it (ends; "
+                         "needs rationale_rows: ends) (see genrm_rl.prompts); recorded with the model for scoring")
     mask_long_answer_verdicts: bool = option(
         False, help="GenRM-CoT: leave the final Yes/No of a candidate whose answer is longer than the right one "
                     "out of the loss (its rows and Wrong. line are trained). On 2-4-item data every such answer "
@@ -68,11 +69,12 @@ class TrainDataConfig:
             raise ValueError("num_problems, negatives_per_problem, foreign_negatives_per_problem and "
                              "long_negatives_per_problem must be >= 0")
         from genrm_rl.kinds import check_choice
-        from genrm_rl.prompts import QUESTION_VIEWS, VERIFY_INPUTS
+        from genrm_rl.prompts import QUESTION_VIEWS, VERIFY_INPUTS, check_view_rows
         from genrm_rl.tasks import check_long_negatives
 
         check_choice(self.verify_input, VERIFY_INPUTS, "verify_input")
         check_choice(self.question_view, QUESTION_VIEWS, "question_view")
+        check_view_rows(self.question_view, self.rationale_rows)
         if self.mask_long_answer_verdicts and not self.task:
             raise ValueError("mask_long_answer_verdicts needs data.task: the right answer comes from the task")
         check_long_negatives(self.task, self.long_negatives_per_problem)
