@@ -73,6 +73,13 @@ def check_view_rows(question_view: str, rationale_rows: str) -> None:
                          f"rationale_rows 'ends' reads; got rationale_rows {rationale_rows!r}")
 
 
+def check_viewed_generation(viewed_generation: bool, question_view: str) -> None:
+    """Generation prompts shown through the question view need a view other than the question itself."""
+    if viewed_generation and question_view == "as_asked":
+        raise ValueError("viewed_generation shows generation prompts through question_view, which is 'as_asked' "
+                         "(the question itself): set question_view to 'aligned' or 'ends'")
+
+
 def aligned_view(question: str, ends: bool = False) -> str:
     """`question` with its first quoted list hidden and written on two right-aligned lines (the list
     reversed, then as asked; see the module docstring). `ends`: the first line holds only the list's
@@ -143,12 +150,15 @@ class PromptFormat:
         """Prompt for solving; the completion is the solution."""
         return f"{self.before}{self.header}Q: {question}{self.after}{ANSWER_CUE}\n"
 
+    def viewed(self, question: str) -> str:
+        """The question as this format's `question_view` shows it."""
+        return question if self.question_view == "as_asked" else \
+            aligned_view(question, ends=self.question_view == "ends")
+
     def verification_head(self, question: str, solution: str) -> str:
         """What every verifier reads before its cue: the question as this format views it, the
         answer cue and what it shows of the solution (an ORM reads exactly this)."""
-        viewed = question if self.question_view == "as_asked" else \
-            aligned_view(question, ends=self.question_view == "ends")
-        return f"{self.generation(viewed)}{self.shown(solution)}"
+        return f"{self.generation(self.viewed(question))}{self.shown(solution)}"
 
     def direct(self, question: str, solution: str) -> str:
         """Direct GenRM prompt; the completion is " Yes" or " No"."""

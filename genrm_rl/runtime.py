@@ -18,6 +18,10 @@ log = logging.getLogger("genrm_rl.runtime")
 #: Ray's notice, at WARNING on every new local cluster, that it turned token authentication on (its
 #: default in recent releases). Nothing to act on: it is the safe default, and we keep it.
 RAY_AUTH_NOTICE = "Token authentication is enabled for this Ray cluster"
+#: Ray's INFO line for a new local cluster; `ensure_ray` logs its own line with the same dashboard address.
+RAY_START_NOTICE = "Started a local Ray instance."
+_RAY_NOTICES = {"ray._private.authentication.authentication_token_setup": RAY_AUTH_NOTICE,
+                "ray._private.worker": RAY_START_NOTICE}
 
 
 def ensure_ray(address: str = "", num_cpus: int | None = None, namespace: str = "genrm_rl") -> None:
@@ -33,12 +37,13 @@ def ensure_ray(address: str = "", num_cpus: int | None = None, namespace: str = 
         # The dashboard hosts Ray's State API, which Ray Train's placement-group cleaner polls every
         # few seconds; without it the cleaner cannot work and logs a warning per poll (hundreds a run).
         # Ray binds it to 127.0.0.1 unless told otherwise.
-        with quiet_ray_auth_notice() as notice:
-            ray.init(num_cpus=num_cpus, namespace=namespace, log_to_driver=True, include_dashboard=True,
-                     dashboard_host="127.0.0.1")
-        if notice.dropped:
-            log.info("Ray: started a local cluster with token authentication (Ray's default; "
-                     "RAY_AUTH_MODE=disabled turns it off)")
+        with quiet_ray_start_notices() as notices:
+            context = ray.init(num_cpus=num_cpus, namespace=namespace, log_to_driver=True, include_dashboard=True,
+                               dashboard_host="127.0.0.1")
+        url = getattr(context, "dashboard_url", "") or ""
+        log.info("Ray: started a local cluster%s%s", f", dashboard at {url if '://' in url else 'http://' + url}"
+                 if url else "", "; token authentication is on (Ray's default; RAY_AUTH_MODE=disabled turns it "
+                 "off)" if notices[RAY_AUTH_NOTICE].dropped else "")
 
 
 class _DropRecords(logging.Filter):
@@ -56,19 +61,22 @@ class _DropRecords(logging.Filter):
 
 
 @contextlib.contextmanager
-def quiet_ray_auth_notice():
-    """Inside it, Ray's token-authentication notice (`RAY_AUTH_NOTICE`) is not logged; every other
-    record of Ray's authentication module is. Why: the console is for stages, progress and real
-    warnings, and this one came once per job start with nothing to do about it; `ensure_ray` says
-    the same thing once, at INFO. Setting RAY_AUTH_MODE=token ourselves would silence it too, but
-    only before Ray reads its config, which an earlier `import ray` may already have done."""
-    ray_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    notice = _DropRecords(RAY_AUTH_NOTICE)
-    ray_log.addFilter(notice)
+def quiet_ray_start_notices():
+    """Inside it, Ray's token-authentication notice (`RAY_AUTH_NOTICE`) and its new-cluster line
+    (`RAY_START_NOTICE`) are not logged; every other record of those Ray modules is. Yields the
+    filters by notice, each counting what it dropped. Why: the console is for stages, progress and
+    real warnings; these came once per job start with nothing to do about them, and `ensure_ray`
+    says the same once, at INFO. Setting RAY_AUTH_MODE=token ourselves would silence the first too,
+    but only before Ray reads its config, which an earlier `import ray` may already have done."""
+    filters = {notice: _DropRecords(notice) for notice in _RAY_NOTICES.values()}
+    loggers = [(logging.getLogger(name), filters[notice]) for name, notice in _RAY_NOTICES.items()]
+    for ray_log, drop in loggers:
+        ray_log.addFilter(drop)
     try:
-        yield notice
+        yield filters
     finally:
-        ray_log.removeFilter(notice)
+        for ray_log, drop in loggers:
+            ray_log.removeFilter(drop)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -32,7 +32,7 @@ from typing import Literal
 
 from genrm_rl.config import dump_yaml, from_dict, option
 from genrm_rl.kinds import KINDS, check_choice
-from genrm_rl.prompts import check_view_rows
+from genrm_rl.prompts import check_view_rows, check_viewed_generation
 from genrm_rl.tiny import TinyModelSpec
 
 log = logging.getLogger("genrm_rl.reproduce")
@@ -61,6 +61,8 @@ class StageConfig:
                          "needs rationale_rows: ends) (see genrm_rl.prompts)")
     mask_long_answer_verdicts: bool = option(False, help="GenRM-CoT: no verdict loss on answers longer than the "
                                                          "right one (see TrainDataConfig)")
+    viewed_generation: bool = option(False, help="GenRM objectives: the λ term's generation prompts show the "
+                                                 "question through question_view (see TrainDataConfig)")
     gen_weight: float = option(1 / 3, help="λ (GenRM objectives)")
     rationale_rows: Literal["all", "ends"] = option("all", help="oracle rationale rows of the verifiers' data "
                                                                 "(see TrainDataConfig)")
@@ -71,6 +73,7 @@ class StageConfig:
             raise ValueError("negatives_per_problem, foreign_negatives_per_problem and long_negatives_per_problem "
                              "must be >= 0")
         check_view_rows(self.question_view, self.rationale_rows)
+        check_viewed_generation(self.viewed_generation, self.question_view)
 
 
 @dataclasses.dataclass
@@ -309,6 +312,7 @@ class Pipeline:
                      "long_negatives_per_problem": stage.long_negatives_per_problem if objective != "generator" else 0,
                      "verify_input": stage.verify_input, "question_view": stage.question_view,
                      "mask_long_answer_verdicts": stage.mask_long_answer_verdicts and objective == "genrm_cot",
+                     "viewed_generation": stage.viewed_generation and objective.startswith("genrm"),
                      "candidates_files": candidates, "balance": cfg.balance and objective != "generator",
                      "val_fraction": 0.02, "exclude_problems": [str(self.out / "data/val_problems.jsonl"),
                                                                 str(self.out / "data/test_problems.jsonl")]},

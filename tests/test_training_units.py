@@ -241,3 +241,29 @@ def test_epoch_shards_cover_data_once_per_rank_group():
     seen = [i for s in shards for b in s for i in b]
     assert set(seen) == set(range(10))
     assert epoch_shard(10, 1, 1, 0, 2, 3) != shards[0]  # reshuffled each epoch
+
+
+def test_viewed_generation_shows_the_lambda_term_the_verifiers_view():
+    """`viewed_generation`: a GenRM objective's generation examples show the question through
+    `question_view` (solutions unchanged), its verification examples are as without it, and the
+    generator still solves the question as asked. With the question as asked there is nothing to
+    view: a clear error naming both options."""
+    from genrm_rl.config import from_dict
+    from genrm_rl.prompts import aligned_view
+    from genrm_rl.training.data import TrainDataConfig, build_examples
+
+    kwargs = dict(task="last_letter", num_problems=30, rationale_rows="ends", verify_input="answer",
+                  question_view="ends", balance=True)
+    plain, _ = build_examples("genrm_cot", TrainDataConfig(**kwargs), 0.5, "mix", "</s>")
+    viewed, _ = build_examples("genrm_cot", TrainDataConfig(**kwargs, viewed_generation=True), 0.5, "mix", "</s>")
+    assert [(e.prompt, e.completion) for e in plain if e.kind == "verify"] == \
+        [(e.prompt, e.completion) for e in viewed if e.kind == "verify"]
+    generated = [(x, y) for x, y in zip(plain, viewed, strict=True) if x.kind == "generate"]
+    assert generated and all(x.completion == y.completion for x, y in generated)
+    for x, y in generated:
+        question = x.prompt.split("Q: ", 1)[1].split("\nA: ", 1)[0]
+        assert '"..."' not in question and y.prompt == x.prompt.replace(question, aligned_view(question, ends=True))
+    solver, _ = build_examples("generator", TrainDataConfig(**kwargs, viewed_generation=True), 0.0, "mix", "</s>")
+    assert solver and all('"..."' not in e.prompt for e in solver)
+    with pytest.raises(ValueError, match="viewed_generation.*question_view"):
+        from_dict(TrainDataConfig, {"task": "last_letter", "viewed_generation": True})

@@ -47,6 +47,10 @@ class TrainDataConfig:
                     "out of the loss (its rows and Wrong. line are trained). On 2-4-item data every such answer "
                     "is wrong, and a verdict trained on them says No to right 5-6-item answers after writing "
                     "Correct. (docs/experiments.md, VM1)")
+    viewed_generation: bool = option(
+        False, help="GenRM objectives: the λ term's generation prompts show the question through question_view "
+                    "too, as the verification prompts do (the solutions are unchanged); else as asked. Under "
+                    "`ends` the λ term then trains the lookups the rows use (docs/experiments.md, GV)")
     candidates_files: list[str] = option([], help="extra candidates JSONL files (e.g. generator samples)")
     released_files: list[str] = option([], help="genrm-critiques .zip / data_collection .jsonl.gz files")
     released_limit: int = option(0, help="use at most this many released examples (0 = all)")
@@ -69,12 +73,13 @@ class TrainDataConfig:
             raise ValueError("num_problems, negatives_per_problem, foreign_negatives_per_problem and "
                              "long_negatives_per_problem must be >= 0")
         from genrm_rl.kinds import check_choice
-        from genrm_rl.prompts import QUESTION_VIEWS, VERIFY_INPUTS, check_view_rows
+        from genrm_rl.prompts import QUESTION_VIEWS, VERIFY_INPUTS, check_view_rows, check_viewed_generation
         from genrm_rl.tasks import check_long_negatives
 
         check_choice(self.verify_input, VERIFY_INPUTS, "verify_input")
         check_choice(self.question_view, QUESTION_VIEWS, "question_view")
         check_view_rows(self.question_view, self.rationale_rows)
+        check_viewed_generation(self.viewed_generation, self.question_view)
         if self.mask_long_answer_verdicts and not self.task:
             raise ValueError("mask_long_answer_verdicts needs data.task: the right answer comes from the task")
         check_long_negatives(self.task, self.long_negatives_per_problem)
@@ -226,7 +231,10 @@ def build_examples(objective: str, cfg: TrainDataConfig, gen_weight: float, gen_
             stats.orm_pos += int(correct)
             stats.orm_neg += int(not correct)
         return examples, stats
-    generation = [Example(fmt.generation(q), s + eos_token, "generate") for q, s, correct, _ in candidates if correct]
+    # the generator solves the question as asked; a verifier's λ term may read it as its verification does
+    view = fmt.viewed if cfg.viewed_generation and objective != "generator" else (lambda q: q)
+    generation = [Example(fmt.generation(view(q)), s + eos_token, "generate") for q, s, correct, _ in candidates
+                  if correct]
     if objective == "generator":
         stats.generate = len(generation)
         return generation, stats
