@@ -40,10 +40,13 @@ def ensure_ray(address: str = "", num_cpus: int | None = None, namespace: str = 
         with quiet_ray_start_notices() as notices:
             context = ray.init(num_cpus=num_cpus, namespace=namespace, log_to_driver=True, include_dashboard=True,
                                dashboard_host="127.0.0.1")
-        url = getattr(context, "dashboard_url", "") or ""
-        log.info("Ray: started a local cluster%s%s", f", dashboard at {url if '://' in url else 'http://' + url}"
-                 if url else "", "; token authentication is on (Ray's default; RAY_AUTH_MODE=disabled turns it "
-                 "off)" if notices[RAY_AUTH_NOTICE].dropped else "")
+        said = ["Ray: started a local cluster"]
+        url = getattr(context, "dashboard_url", "") or ""  # host:port, as Ray's own line shows it after http://
+        if url:
+            said.append(f"dashboard at {url if '://' in url else 'http://' + url}")
+        if notices[RAY_AUTH_NOTICE].dropped:
+            said.append("token authentication is on (Ray's default; RAY_AUTH_MODE=disabled turns it off)")
+        log.info("; ".join(said))
 
 
 class _DropRecords(logging.Filter):
