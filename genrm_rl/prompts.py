@@ -65,16 +65,16 @@ VIEW_WIDTH = 8
 _QUOTED = re.compile(r'"([^"]*)"')
 
 
-def check_view_rows(question_view: str, rationale_rows: str) -> None:
-    """An `ends` view shows only the words `ends` rationale rows read; any other rows would read words
-    it hides."""
+def check_view_options(question_view: str, rationale_rows: str, viewed_generation: bool) -> None:
+    """The checks every config that sets a question view runs (training data and pipeline stages):
+    a known view; an `ends` view only with `ends` rationale rows, since any other rows would read words
+    it hides; and generation prompts shown through the view only when the view is not the question
+    itself."""
+
+    check_choice(question_view, QUESTION_VIEWS, "question_view")
     if question_view == "ends" and rationale_rows != "ends":
         raise ValueError("question_view 'ends' shows only the words at the list's ends, which only "
                          f"rationale_rows 'ends' reads; got rationale_rows {rationale_rows!r}")
-
-
-def check_viewed_generation(viewed_generation: bool, question_view: str) -> None:
-    """Generation prompts shown through the question view need a view other than the question itself."""
     if viewed_generation and question_view == "as_asked":
         raise ValueError("viewed_generation shows generation prompts through question_view, which is 'as_asked' "
                          "(the question itself): set question_view to 'aligned' or 'ends'")

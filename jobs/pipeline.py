@@ -32,7 +32,7 @@ from typing import Literal
 
 from genrm_rl.config import dump_yaml, from_dict, option
 from genrm_rl.kinds import KINDS, check_choice
-from genrm_rl.prompts import check_view_rows, check_viewed_generation
+from genrm_rl.prompts import check_view_options
 from genrm_rl.tiny import TinyModelSpec
 
 log = logging.getLogger("genrm_rl.reproduce")
@@ -72,8 +72,7 @@ class StageConfig:
         if min(self.negatives_per_problem, self.foreign_negatives_per_problem, self.long_negatives_per_problem) < 0:
             raise ValueError("negatives_per_problem, foreign_negatives_per_problem and long_negatives_per_problem "
                              "must be >= 0")
-        check_view_rows(self.question_view, self.rationale_rows)
-        check_viewed_generation(self.viewed_generation, self.question_view)
+        check_view_options(self.question_view, self.rationale_rows, self.viewed_generation)
 
 
 @dataclasses.dataclass

@@ -105,6 +105,8 @@ def test_reproduce_config_rejects_a_generator_gate_split_the_task_lacks():
         StageConfig(question_view="ends", rationale_rows="all")
     with pytest.raises(ValueError, match="viewed_generation.*'as_asked'"):
         StageConfig(viewed_generation=True)
+    with pytest.raises(ValueError, match="question_view"):
+        StageConfig(question_view="sideways")
 
 
 @pytest.mark.parametrize("name", ["quickstart.yaml", "word_sort.yaml", "paper_cpu.yaml", "gpu_preset.yaml"])

@@ -73,13 +73,11 @@ class TrainDataConfig:
             raise ValueError("num_problems, negatives_per_problem, foreign_negatives_per_problem and "
                              "long_negatives_per_problem must be >= 0")
         from genrm_rl.kinds import check_choice
-        from genrm_rl.prompts import QUESTION_VIEWS, VERIFY_INPUTS, check_view_rows, check_viewed_generation
+        from genrm_rl.prompts import VERIFY_INPUTS, check_view_options
         from genrm_rl.tasks import check_long_negatives
 
         check_choice(self.verify_input, VERIFY_INPUTS, "verify_input")
-        check_choice(self.question_view, QUESTION_VIEWS, "question_view")
-        check_view_rows(self.question_view, self.rationale_rows)
-        check_viewed_generation(self.viewed_generation, self.question_view)
+        check_view_options(self.question_view, self.rationale_rows, self.viewed_generation)
         if self.mask_long_answer_verdicts and not self.task:
             raise ValueError("mask_long_answer_verdicts needs data.task: the right answer comes from the task")
         check_long_negatives(self.task, self.long_negatives_per_problem)
