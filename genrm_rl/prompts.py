@@ -70,7 +70,6 @@ def check_view_options(question_view: str, rationale_rows: str, viewed_generatio
     a known view; an `ends` view only with `ends` rationale rows, since any other rows would read words
     it hides; and generation prompts shown through the view only when the view is not the question
     itself."""
-
     check_choice(question_view, QUESTION_VIEWS, "question_view")
     if question_view == "ends" and rationale_rows != "ends":
         raise ValueError("question_view 'ends' shows only the words at the list's ends, which only "
