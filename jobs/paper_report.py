@@ -23,10 +23,12 @@ from genrm_rl.evaluation import (
 
 SET_TITLES = {"indist": "held-out 2-4 words (in distribution)", "ood": "5-6 words (out of distribution)",
               "ood_oracle": "5-6 words, 1 correct + planted errors"}
+PAIR = "genrm_cot_pair"  # both GenRM-CoTs pooled (jobs.pipeline, cot_pair): its targets are listed apart
 # (a, b): the paper's order and baselines, reported as a - b at N = n_max when both are present
 COMPARISONS = [("genrm_cot", "genrm_direct"), ("genrm_direct", "orm"), ("genrm_cot", "orm"),
                ("genrm_cot", "self_consistency"), ("genrm_cot", "first_sample"), ("genrm_cot", "dpo"),
-               ("genrm_cot", "llm_judge"), ("genrm_cot", "genrm_cot_lambda0")]
+               ("genrm_cot", "llm_judge"), ("genrm_cot", "genrm_cot_lambda0"),
+               (PAIR, "genrm_direct"), (PAIR, "genrm_cot"), (PAIR, "self_consistency")]
 
 
 # how a K curve's points were read (summaries made before this estimator have no "votes" key: first K votes)
@@ -84,7 +86,10 @@ def evaluate_set(cfg, out: Path, key: str, stem: str, n_max: int, scores: dict[s
 
 def evaluate_sets(cfg, out: Path, sets, scores: dict[str, dict[str, str]]) -> dict:
     results = {key: evaluate_set(cfg, out, key, stem, n_max, scores[key]) for key, stem, n_max in sets}
-    return {"sets": results, "targets": check_targets(cfg.task, results)}
+    reports = {"sets": results, "targets": check_targets(cfg.task, results)}
+    if any(PAIR in r["verifiers"] for r in results.values()):
+        reports["targets_pair"] = check_targets(cfg.task, results, cot=PAIR)
+    return reports
 
 
 def _cmp(result: dict, a: str, b: str) -> dict | None:
@@ -95,18 +100,20 @@ def _rises(curve: list[float]) -> bool:
     return all(y >= x - 1e-9 for x, y in zip(curve, curve[1:], strict=False))
 
 
-def check_targets(task: str, sets: dict) -> list[dict]:
-    """The issue's targets for this task, each with the measured numbers and met / not met."""
+def check_targets(task: str, sets: dict, cot: str = "genrm_cot") -> list[dict]:
+    """The issue's targets for this task, each with the measured numbers and met / not met; `cot` names
+    the verifier that stands for GenRM-CoT (the report's, or the pooled pair)."""
     rows = []
+    label = "GenRM-CoT" if cot == "genrm_cot" else cot
 
     def add(name: str, met: bool | None, measured: str) -> None:
         rows.append({"target": name, "met": met, "measured": measured})
 
     for key in ("indist", "ood"):
         r = sets.get(key)
-        if r is None or "genrm_cot" not in r["verifiers"]:
+        if r is None or cot not in r["verifiers"]:
             continue
-        cot = r["verifiers"]["genrm_cot"]["best_of_n"]
+        best = r["verifiers"][cot]["best_of_n"]
         where = "in distribution" if key == "indist" else "out of distribution"
         if r["pass_at_n"] == 0:  # the policy solves none: no verifier can pick anything, no target is met
             add(f"{where}: any Best-of-N target", False, f"the policy solves none of these problems (Pass@{r['n'][-1]} = 0)")
@@ -114,25 +121,25 @@ def check_targets(task: str, sets: dict) -> list[dict]:
                 add("out of distribution: policy Pass@16 >= 25%", False, "0.0")
             continue
         if task == "word_sort":
-            add(f"{where}: GenRM-CoT Best-of-{r['n'][-1]} > majority voting", cot[-1] > r["self_consistency"],
-                f"{cot[-1]:.1f} vs {r['self_consistency']:.1f}")
+            add(f"{where}: {label} Best-of-{r['n'][-1]} > majority voting", best[-1] > r["self_consistency"],
+                f"{best[-1]:.1f} vs {r['self_consistency']:.1f}")
             continue
-        add(f"{where}: GenRM-CoT Best-of-N rises monotonically with N", _rises(cot),
-            " -> ".join(f"{v:.1f}" for v in cot))
-        add(f"{where}: GenRM-CoT >= self-consistency at N={r['n'][-1]}", cot[-1] >= r["self_consistency"] - 1e-9,
-            f"{cot[-1]:.1f} vs {r['self_consistency']:.1f}")
-        for a, b in (("genrm_cot", "genrm_direct"), ("genrm_direct", "orm")):
+        add(f"{where}: {label} Best-of-N rises monotonically with N", _rises(best),
+            " -> ".join(f"{v:.1f}" for v in best))
+        add(f"{where}: {label} >= self-consistency at N={r['n'][-1]}", best[-1] >= r["self_consistency"] - 1e-9,
+            f"{best[-1]:.1f} vs {r['self_consistency']:.1f}")
+        for a, b in ((cot, "genrm_direct"), ("genrm_direct", "orm")):
             c = _cmp(r, a, b)
             if c is not None:
                 add(f"{where}: {a} > {b}, the 90% interval of the gap above 0", c["clear"],
                     f"{c['difference']:+.1f} [{c['ci'][0]:+.1f}, {c['ci'][1]:+.1f}]")
         if key == "ood":
             add("out of distribution: policy Pass@16 >= 25%", r["pass_at_n"] >= 25, f"{r['pass_at_n']:.1f}")
-            add("out of distribution: GenRM-CoT Best-of-16 >= first sample + 15", cot[-1] >= r["first_sample"] + 15,
-                f"{cot[-1]:.1f} vs {r['first_sample']:.1f} + 15")
+            add(f"out of distribution: {label} Best-of-16 >= first sample + 15", best[-1] >= r["first_sample"] + 15,
+                f"{best[-1]:.1f} vs {r['first_sample']:.1f} + 15")
         if key == "indist":
-            within = r["verifiers"]["genrm_cot"]["within_problem"]
-            add("in distribution: GenRM-CoT correct-over-wrong within a problem >= 90%",
+            within = r["verifiers"][cot]["within_problem"]
+            add(f"in distribution: {label} correct-over-wrong within a problem >= 90%",
                 within is not None and within >= 90, "-" if within is None else f"{within:.1f}%")
     return rows
 
@@ -222,6 +229,8 @@ def write_report(summary: dict, path: Path) -> None:
              f"(sampled dev accuracy {summary['policy']['checks'][-1]['dev_sampled_accuracy']:.2f}, target "
              f"{summary['policy']['target']}).{_numerics_md(summary)}{_gate_md(summary)}", "", "## Targets", "",
              _targets_md(summary["targets"])]
+    if "targets_pair" in summary:
+        lines += ["Targets with both GenRM-CoTs pooled (genrm_cot_pair):", "", _targets_md(summary["targets_pair"])]
     for r in summary["sets"].values():
         lines += [f"## {r['title']}", "", r["table"], _comparisons_md(r)]
         if "k_curve" in r:
@@ -261,11 +270,14 @@ def aggregate(summaries: list[dict]) -> dict:
             entry["k_curve"] = {"k": first["k_curve"]["k"], **votes, "best_of_n_max": [
                 ms([r["k_curve"]["best_of_n_max"][i] for r in rs]) for i in range(len(first["k_curve"]["k"]))]}
         out["sets"][key] = entry
-    targets = {}
-    for s in summaries:
-        for t in s["targets"]:
-            targets.setdefault(t["target"], []).append(bool(t["met"]))
-    out["targets"] = [{"target": name, "met_in": sum(v), "runs": len(v)} for name, v in targets.items()]
+    for field in ("targets", "targets_pair"):
+        if field not in summaries[0]:
+            continue
+        targets = {}
+        for s in summaries:
+            for t in s[field]:
+                targets.setdefault(t["target"], []).append(bool(t["met"]))
+        out[field] = [{"target": name, "met_in": sum(v), "runs": len(v)} for name, v in targets.items()]
     return out
 
 
@@ -301,6 +313,9 @@ def write_aggregate(agg: dict, path: Path) -> None:
              "Stage minutes per seed: " + ", ".join(f"{m}" for m in agg["stage_minutes"]), "",
              "| target | met in |", "|---|---|"]
     lines += [f"| {t['target']} | {t['met_in']}/{t['runs']} |" for t in agg["targets"]]
+    if "targets_pair" in agg:
+        lines += ["", "Targets with both GenRM-CoTs pooled (genrm_cot_pair):", "", "| target | met in |", "|---|---|"]
+        lines += [f"| {t['target']} | {t['met_in']}/{t['runs']} |" for t in agg["targets_pair"]]
     for r in agg["sets"].values():
         ns = r["n"]
         lines += ["", f"## {r['title']}", "", "| method | " + " | ".join(f"N={n}" for n in ns)

@@ -34,6 +34,7 @@ from genrm_rl.config import dump_yaml, from_dict, option
 from genrm_rl.kinds import KINDS, check_choice
 from genrm_rl.prompts import check_view_options
 from genrm_rl.tiny import TinyModelSpec
+from jobs.paper_report import PAIR
 
 log = logging.getLogger("genrm_rl.reproduce")
 
@@ -111,6 +112,9 @@ class ReproduceConfig:
     verifier_stage: StageConfig = option(StageConfig, help="verifier training (all objectives)")
     balance: bool = option(True, help="balance correct and incorrect verifier training solutions (planted errors)")
     cot_lambda_ablation: bool = option(True, help="also train GenRM-CoT with λ = 0 (no generation data)")
+    cot_pair: bool = option(
+        False, help="also report genrm_cot_pair: the two GenRM-CoTs (λ and λ = 0) as one verifier, each candidate's "
+                    "votes pooled (2 x cot_k); no extra training or scoring (docs/experiments.md, EN2)")
     dpo_lr: float = option(5e-4, help="DPO baseline learning rate (the other verifier_stage settings are shared)")
     dpo_beta: float = option(0.1, help="DPO baseline β")
     dpo_steps: int = option(0, help="DPO baseline steps (0 = verifier_stage.max_steps)")
@@ -164,6 +168,9 @@ class ReproduceConfig:
             raise ValueError(f"snapshot_every must be >= 1, got {self.snapshot_every}")
         if not 0 <= self.cot_min_separation < 1:
             raise ValueError(f"cot_min_separation must be in [0, 1) (0 = no gate), got {self.cot_min_separation}")
+        if self.cot_pair and not (self.cot_lambda_ablation and "genrm_cot" in self.verifiers):
+            raise ValueError("cot_pair pools the two GenRM-CoTs: it needs genrm_cot in verifiers and "
+                             "cot_lambda_ablation=true")
         if self.cot_extra_steps < 1 or self.cot_max_extensions < 0 or self.cot_check_problems < 1 or self.cot_check_k < 1:
             raise ValueError("need cot_extra_steps >= 1, cot_max_extensions >= 0, cot_check_problems >= 1 and "
                              f"cot_check_k >= 1, got {self.cot_extra_steps}, {self.cot_max_extensions}, "
@@ -595,6 +602,16 @@ class Pipeline:
                 service.shutdown()
         return paths
 
+    def pool(self, stem: str, name: str, paths: list[Path]) -> Path:
+        """`name`'s score file for `stem`: the runs in `paths` as one verifier (`pooled_scores`). Rewritten
+        on every run (it takes well under a second), so it can never be older than the scores it pools."""
+        from genrm_rl.evaluation import pooled_scores
+        from genrm_rl.records import Score, read_records, write_records
+
+        out = self.out / f"scores/{stem}_{name}.jsonl"
+        write_records(out, pooled_scores([read_records(p, Score) for p in paths]))
+        return out
+
     def run(self) -> dict:
         """The whole pipeline for one seed. Ray starts when a stage first needs it (a Ray Train
         launcher, a reward service) and, if this run started it, stops at the end: an idle local
@@ -637,6 +654,9 @@ class Pipeline:
         verifiers = compared_verifiers(cfg)
         scored = {v.name: self.score(v, models[v.name], [stem for _, stem, _ in sets]) for v in verifiers}
         scores = {key: {v.name: str(scored[v.name][stem]) for v in verifiers} for key, stem, _ in sets}
+        if cfg.cot_pair:
+            for key, stem, _ in sets:
+                scores[key][PAIR] = str(self.pool(stem, PAIR, [scored[n][stem] for n in ("genrm_cot", "genrm_cot_lambda0")]))
         reports = evaluate_sets(cfg, self.out, sets, scores)
         summary = {
             "task": cfg.task, "seed": cfg.seed, "output_dir": str(self.out),

@@ -151,6 +151,21 @@ def test_eval_rejects_bad_inputs(tmp_path):
                             scores={"m": str(tmp_path / "dup.jsonl")}))
 
 
+def test_pooled_scores_make_one_verifier_of_several():
+    from genrm_rl.evaluation import pooled_scores
+    from genrm_rl.records import Score
+
+    a = [Score("p0", 0, 0.25, [0.0, 0.5]), Score("p0", 1, 1.0, [1.0, 1.0])]
+    b = [Score("p0", 1, 0.0, [0.0, 0.0]), Score("p0", 0, 0.75)]  # another order; a score without votes counts once
+    pooled = {(r.problem_id, r.candidate_id): r for r in pooled_scores([a, b])}
+    assert pooled[("p0", 0)].votes == [0.0, 0.5, 0.75] and pooled[("p0", 0)].score == pytest.approx(1.25 / 3)
+    assert pooled[("p0", 1)].votes == [1.0, 1.0, 0.0, 0.0] and pooled[("p0", 1)].score == 0.5
+    with pytest.raises(ValueError, match="does not score the same candidates as run 0"):
+        pooled_scores([a, b[:1]])
+    with pytest.raises(ValueError, match="at least two"):
+        pooled_scores([a])
+
+
 def test_multi_seed_aggregate_reproduces_the_committed_three_seed_report(tmp_path):
     """`reproduce` over seeds: mean ± sd, targets met per seed, report and plot, rebuilt from the
     committed per-seed summaries, equal to the committed aggregate."""

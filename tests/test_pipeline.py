@@ -87,6 +87,9 @@ def test_in_process_training_needs_one_rank():
 def test_reproduce_config_rejects_a_bad_cot_gate():
     from jobs.pipeline import ReproduceConfig
 
+    with pytest.raises(ValueError, match="cot_pair pools the two GenRM-CoTs"):
+        ReproduceConfig(cot_pair=True, cot_lambda_ablation=False)
+
     with pytest.raises(ValueError, match="cot_min_separation must be in"):
         ReproduceConfig(cot_min_separation=1.0)
     with pytest.raises(ValueError, match="cot_extra_steps >= 1"):
@@ -156,7 +159,7 @@ def test_reproduce_smoke(ray_session, tmp_path, caplog):
         "num_replicas": 1, "replica_cpus": 0.25, "score_batch_size": 8, "oracle_set": True, "n_oracle": 3,
         "bootstrap_samples": 50, "verifiers": ["genrm_cot", "genrm_direct", "orm", "llm_judge"],
         "cot_min_separation": 0.99, "cot_extra_steps": 3, "cot_max_extensions": 1, "cot_check_problems": 2,
-        "cot_check_k": 1,
+        "cot_check_k": 1, "cot_pair": True,
     })
     caplog.set_level(logging.INFO, logger="genrm_rl.reward")
     summary = Pipeline(cfg).run()
@@ -165,7 +168,7 @@ def test_reproduce_smoke(ray_session, tmp_path, caplog):
     assert len([r for r in caplog.records if r.getMessage().startswith("reward router ready")]) == 5
     report = json.loads((out / "bon_ood.json").read_text())
     names = {"genrm_cot", "genrm_cot_lambda0", "genrm_direct", "orm", "llm_judge"}
-    assert report["n"] == [1, 2, 4] and set(report["methods"]) == names
+    assert report["n"] == [1, 2, 4] and set(report["methods"]) == names | {"genrm_cot_pair"}
     assert report["num_candidates"] == 16
     assert (out / "bon_ood.png").is_file() and "| genrm_cot (Best-of-N)" in (out / "bon_ood.md").read_text()
     assert (out / "k_curve_indist.png").is_file() and summary["sets"]["indist"]["k_curve"]["k"] == [1, 2]
@@ -176,6 +179,12 @@ def test_reproduce_smoke(ray_session, tmp_path, caplog):
         for name in names:
             assert len((out / "scores" / f"{stem}_{name}.jsonl").read_text().splitlines()) == count
     assert set(summary["sets"]) == {"indist", "ood", "ood_oracle"}
+    # the pair: both GenRM-CoTs' votes pooled per candidate, with its own target rows
+    pair = [json.loads(line) for line in (out / "scores" / "oracle_genrm_cot_pair.jsonl").read_text().splitlines()]
+    assert len(pair) == 12 and all(len(r["votes"]) == 4 for r in pair)
+    assert [t["target"].replace("genrm_cot_pair", "GenRM-CoT") for t in summary["targets_pair"]] == \
+        [t["target"].replace("genrm_cot", "GenRM-CoT") for t in summary["targets"]]
+    assert "pooled (genrm_cot_pair)" in (out / "report.md").read_text()
     assert not (out / "llm_judge").exists()  # the judge is the generator, prompted, never trained
     # the trained verifiers read only the answer line and the aligned view of the question, recorded with
     # each model for scoring
