@@ -80,15 +80,14 @@ def pooled_scores(runs: list[list[Score]]) -> list[Score]:
     counts its score once), its score their mean. Every run must score the same candidates."""
     if len(runs) < 2:
         raise ValueError(f"pooling needs at least two score runs, got {len(runs)}")
-    keys = [[(r.problem_id, r.candidate_id) for r in run] for run in runs]
-    for i, other in enumerate(keys[1:], start=1):
-        if sorted(other) != sorted(keys[0]):
-            missing = sorted(set(keys[0]) ^ set(other))[:3]
-            raise ValueError(f"score run {i} does not score the same candidates as run 0 (e.g. {missing})")
     by_key = [index_unique(run, lambda r: (r.problem_id, r.candidate_id), "candidate", f"score run {i}")
               for i, run in enumerate(runs)]
+    for i, other in enumerate(by_key[1:], start=1):
+        if other.keys() != by_key[0].keys():
+            missing = sorted(by_key[0].keys() ^ other.keys())[:3]
+            raise ValueError(f"score run {i} does not score the same candidates as run 0 (e.g. {missing})")
     out = []
-    for key in keys[0]:
+    for key in by_key[0]:
         votes = [v for index in by_key for v in (index[key].votes or [index[key].score])]
         out.append(Score(problem_id=key[0], candidate_id=key[1], score=sum(votes) / len(votes), votes=votes))
     return out

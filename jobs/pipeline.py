@@ -654,9 +654,10 @@ class Pipeline:
         verifiers = compared_verifiers(cfg)
         scored = {v.name: self.score(v, models[v.name], [stem for _, stem, _ in sets]) for v in verifiers}
         scores = {key: {v.name: str(scored[v.name][stem]) for v in verifiers} for key, stem, _ in sets}
-        if cfg.cot_pair:
+        if cfg.cot_pair:  # the GenRM-CoTs compared_verifiers trains: the report's and its λ ablation
+            cots = [v.name for v in verifiers if v.kind == "genrm_cot"]
             for key, stem, _ in sets:
-                scores[key][PAIR] = str(self.pool(stem, PAIR, [scored[n][stem] for n in ("genrm_cot", "genrm_cot_lambda0")]))
+                scores[key][PAIR] = str(self.pool(stem, PAIR, [scored[name][stem] for name in cots]))
         reports = evaluate_sets(cfg, self.out, sets, scores)
         summary = {
             "task": cfg.task, "seed": cfg.seed, "output_dir": str(self.out),
