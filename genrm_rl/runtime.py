@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+from pathlib import Path
 
 log = logging.getLogger("genrm_rl.runtime")
 
@@ -98,15 +99,35 @@ def training_bar(total: int, desc: str, initial: int = 0, disable: bool = False)
     return tqdm(total=total, initial=initial, desc=desc, disable=disable, mininterval=5, dynamic_ncols=True)
 
 
+def cpu_model() -> str:
+    """The processor's model name as the OS reports it ('' where it does not say). On Linux this is
+    /proc/cpuinfo's `model name` (e.g. "AMD EPYC ..." or "Intel(R) Xeon(R) ..."); elsewhere
+    `platform.processor()`."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or ""
+
+
 def numerics_fingerprint() -> dict:
-    """What float results depend on besides the code, config and seed: the torch build and the kernels
-    it picks for this processor. A re-run reproduces a run bit for bit where these match (measured:
-    seed 1 of the quickstart twice on one machine, every weight equal), not necessarily elsewhere (the
-    committed seed-1 generator did not come back on another machine; docs/experiments.md)."""
+    """What float results depend on besides the code, config and seed: the torch build, the kernels
+    it picks for this processor, and the processor itself. A re-run reproduces a run bit for bit on the
+    same machine type (measured: seed 1 of the quickstart twice on one machine, every weight equal),
+    not across processors. The same torch build with AVX512 kernels and 2 threads gave seed 0's
+    generator another set of weights on an Intel Xeon than on an AMD EPYC (greedy dev accuracy 0.59
+    against 0.16 after 1,000 steps): MKL's float32 GEMM takes a code path per processor, and pinning
+    it (MKL_CBWR) to any branch did not give the EPYC's weights (docs/experiments.md, HW1)."""
     import torch
 
     fact = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "cpu": cpu_model()}
+    if os.environ.get("MKL_CBWR"):
+        fact["mkl_cbwr"] = os.environ["MKL_CBWR"]
     if torch.cuda.is_available():
         fact["cuda_device"] = torch.cuda.get_device_name(0)
     return fact

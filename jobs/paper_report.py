@@ -206,6 +206,8 @@ def _numerics_md(summary: dict) -> str:
     if not fact:
         return ""
     where = fact.get("cuda_device") or f"{fact['cpu_capability']} CPU kernels, {fact['threads']} threads"
+    if fact.get("cpu") and not fact.get("cuda_device"):  # recorded since HW1: the same kernels differ by processor
+        where += f", {fact['cpu']}" + (f", MKL_CBWR={fact['mkl_cbwr']}" if fact.get("mkl_cbwr") else "")
     return f" Numerics: torch {fact['torch']}, {where}."
 
 

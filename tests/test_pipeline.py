@@ -216,9 +216,14 @@ def test_reproduce_smoke(ray_session, tmp_path, caplog):
     stats = json.loads((out / "genrm_cot" / "data_stats.json").read_text())
     assert stats["verify"] > 0 and "excluded" in stats
     assert {t["target"] for t in summary["targets"]} and "## Targets" in (out / "report.md").read_text()
-    # where the numbers were made: a re-run is bitwise equal only on the same torch build and CPU kernels
+    # where the numbers were made: a re-run is bitwise equal only on the same torch build, CPU kernels and
+    # processor (the same AVX512 kernels gave other weights on an Intel Xeon than on an AMD EPYC)
+    from genrm_rl.runtime import cpu_model
+
     assert summary["numerics"]["torch"] and summary["numerics"]["cpu_capability"]
-    assert "CPU kernels" in (out / "report.md").read_text() or "cuda_device" in summary["numerics"]
+    assert summary["numerics"]["cpu"] == cpu_model()
+    report = (out / "report.md").read_text()
+    assert ("CPU kernels" in report and cpu_model() in report) or "cuda_device" in summary["numerics"]
     # a re-run finds every stage done and only re-evaluates; with the same settings, it warns of nothing
     caplog.clear()
     again = Pipeline(cfg).run()
