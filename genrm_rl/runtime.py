@@ -121,7 +121,7 @@ def numerics_fingerprint() -> dict:
     not across processors. The same torch build with AVX512 kernels and 2 threads gave seed 0's
     generator another set of weights on an Intel Xeon than on an AMD EPYC (greedy dev accuracy 0.59
     against 0.16 after 1,000 steps): MKL's float32 GEMM takes a code path per processor, and pinning
-    it (MKL_CBWR) to any branch did not give the EPYC's weights (docs/experiments.md, HW1)."""
+    it (MKL_CBWR) to any of the six branches tried did not give the EPYC's weights (docs/experiments.md, HW1)."""
     import torch
 
     fact = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
