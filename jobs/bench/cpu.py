@@ -20,7 +20,6 @@ Results go to JSON and are appended to BENCHMARKS.md with hardware, versions, co
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -33,6 +32,7 @@ from typing import Literal
 
 from genrm_rl.config import option, to_dict
 from genrm_rl.records import iter_jsonl
+from genrm_rl.runtime import cpu_model
 
 
 @dataclasses.dataclass
@@ -89,9 +89,8 @@ def hardware() -> dict:
 
     info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "transformers": transformers.__version__}
-    with contextlib.suppress(OSError, StopIteration):
-        info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                                 if line.startswith("model name"))
+    if model := cpu_model():  # the name every report's numerics line also carries
+        info["cpu_model"] = model
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     try:
