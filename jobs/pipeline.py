@@ -65,7 +65,7 @@ class StageConfig:
     viewed_generation: bool = option(False, help="GenRM objectives: the λ term's generation prompts show the "
                                                  "question through question_view (see TrainDataConfig)")
     gen_weight: float = option(1 / 3, help="λ (GenRM objectives)")
-    rationale_rows: Literal["all", "ends"] = option("all", help="oracle rationale rows of the verifiers' data "
+    rationale_rows: Literal["all", "ends", "spelled"] = option("all", help="oracle rationale rows of the verifiers' data "
                                                                 "(see TrainDataConfig)")
     warmup_ratio: float = option(0.05, help="warmup fraction")
 
@@ -151,7 +151,7 @@ class ReproduceConfig:
     ray_address: str = option("", help="Ray cluster ('' = RAY_ADDRESS or local)")
 
     def __post_init__(self):
-        from genrm_rl.tasks import check_long_negatives, get_task
+        from genrm_rl.tasks import check_long_negatives, check_rationale_rows, get_task
 
         task = get_task(self.task)
         if not task.lengths:
@@ -183,6 +183,7 @@ class ReproduceConfig:
                 raise ValueError(f"{what} {split!r} not in task {self.task!r} splits {sorted(task.lengths)}")
         check_long_negatives(self.task, self.verifier_stage.long_negatives_per_problem,
                              "verifier_stage.long_negatives_per_problem")
+        check_rationale_rows(self.task, self.verifier_stage.rationale_rows, "verifier_stage.rationale_rows")
         if self.train_launcher == "local" and self.num_workers != 1:
             raise ValueError(f"train_launcher 'local' trains one rank in this process: set num_workers=1 "
                              f"(got {self.num_workers}) or train_launcher=ray")

@@ -135,6 +135,7 @@ def test_every_option_help_renders_literally():
 @pytest.mark.parametrize(("name", "cls_path", "extra"), [
     ("quickstart.yaml", "jobs.pipeline:ReproduceConfig", []),
     ("word_sort.yaml", "jobs.pipeline:ReproduceConfig", []),
+    ("word_sort_spelled.yaml", "jobs.pipeline:ReproduceConfig", []),
     ("paper_cpu.yaml", "jobs.pipeline:ReproduceConfig", []),
     ("gpu_preset.yaml", "jobs.pipeline:ReproduceConfig", []),
     ("train_genrm_cot.yaml", "genrm_rl.training.config:TrainConfig", []),

@@ -112,7 +112,8 @@ def test_reproduce_config_rejects_a_generator_gate_split_the_task_lacks():
         StageConfig(question_view="sideways")
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "word_sort.yaml", "paper_cpu.yaml", "gpu_preset.yaml"])
+@pytest.mark.parametrize("name", ["quickstart.yaml", "word_sort.yaml", "word_sort_spelled.yaml", "paper_cpu.yaml",
+                                  "gpu_preset.yaml"])
 def test_shipped_reproduce_configs_build_every_verifiers_data(name, tmp_path):
     """What a config asks of its task is checked before the first stage, and every verifier it
     trains gets data: word_sort.yaml once inherited long-answer negatives that only last-letter had,

@@ -3,7 +3,7 @@ import random
 import pytest
 
 from genrm_rl.prompts import VERDICT_CUE
-from genrm_rl.tasks import get_task, word_list
+from genrm_rl.tasks import Problem, get_task, word_list
 
 
 @pytest.mark.parametrize("name", ["last_letter", "word_sort"])
@@ -141,6 +141,36 @@ def test_long_answers_are_wrong_longer_than_the_list_and_marked_past_its_end(nam
         assert not r.verdict and r.text.splitlines()[-3 - (len(given) - len(want))].endswith("+")
         assert all(row.startswith(f"{g}/_") and row.endswith("-")
                    for row, g in zip(r.text.splitlines()[-2 - (len(given) - len(want)):-2], given[len(want):], strict=True))
+
+
+def test_spelled_rows_compare_first_and_last_letters_of_each_word():
+    task = get_task("word_sort")
+    p = Problem("p", "word_sort", 'Sort the words "tent lock frog change" alphabetically.', "change frog lock tent")
+    wrong = "\n".join(task.steps(task.items(p.question), ["change", "tent", "frog", "lock"]))
+    r = task.rationale(p, wrong, rows="spelled")
+    assert r.text.splitlines()[4:] == [
+        "change/change c/c+ e/e+", "tent/frog t/f- t/g-", "frog/lock f/l- g/k-", "lock/tent l/t- k/t-",
+        "Wrong.", f"{VERDICT_CUE} No"]
+    short = task.rationale(p, "The answer is change frog.", rows="spelled").text.splitlines()
+    assert short[4:8] == ["change/change c/c+ e/e+", "frog/frog f/f+ g/g+", "_/lock _/l- _/k-", "_/tent _/t- _/t-"]
+    rng = random.Random(0)
+    for q in task.make_problems("test", 20, seed=2):
+        for solution in (task.solve(q), task.corrupt(q, rng)[0]):
+            r = task.rationale(q, solution, rows="spelled")
+            assert r.verdict == task.is_correct(q, solution)
+            if r.verdict:
+                assert "-" not in r.text.replace("Verification", "")
+
+
+def test_a_row_layout_the_task_does_not_write_is_a_config_error():
+    from genrm_rl.tasks import check_rationale_rows
+
+    p = get_task("last_letter").make_problems("train", 1, seed=0)[0]
+    with pytest.raises(ValueError, match="rationale_rows"):
+        get_task("last_letter").rationale(p, "The answer is ab.", rows="spelled")
+    with pytest.raises(ValueError, match="verifier_stage.rationale_rows='spelled'.*last_letter"):
+        check_rationale_rows("last_letter", "spelled", "verifier_stage.rationale_rows")
+    check_rationale_rows("word_sort", "spelled")
 
 
 def test_unknown_rationale_rows_is_a_clear_error():

@@ -70,6 +70,8 @@ class Task:
     name: str = ""
     #: number of items (e.g. words) per problem for each split
     lengths: dict[str, tuple[int, int]] = {}
+    #: the `rationale_rows` layouts `rationale` writes
+    row_layouts: tuple[str, ...] = ("all",)
 
     # ---- problems -------------------------------------------------------------------------
     def make_problems(self, split: str, num: int, seed: int = 0) -> list[Problem]:
@@ -170,15 +172,25 @@ class Task:
 
         `rows="ends"` compares `end_positions` of both sides instead: always six rows, three from
         the start and three from the end, so no row ever looks further than the third item from an
-        end of the list, whatever its length (docs/experiments.md, E1)."""
+        end of the list, whatever its length (docs/experiments.md, E1).
+
+        `rows="spelled"` (items that are words) names both words and then compares their first and
+        their last letters, a mark each: `tent/frog t/f- t/g-`. A mark compares two of 26 letters
+        instead of two of 300 single-token words (docs/experiments.md, W7). The verdict stays the
+        answer checker's; two different words with the same first and last letters (under 1% of
+        wrong answers) make a wrong answer whose rows are all `+`."""
         if rows == "ends":
             given, want = end_positions(given), end_positions(want)
-        elif rows != "all":
-            raise ValueError(f"rationale_rows must be 'all' or 'ends', got {rows!r}")
+        elif rows not in ("all", "spelled"):
+            raise ValueError(f"rationale_rows must be 'all', 'ends' or 'spelled', got {rows!r}")
         marks = []
         for i in range(max(len(given), len(want))):
             got, expected = (given[i] if i < len(given) else "_"), (want[i] if i < len(want) else "_")
-            marks.append(f"{got}/{expected}{'+' if got == expected else '-'}")
+            if rows == "spelled":
+                marks.append(f"{got}/{expected}" + "".join(
+                    f" {got[end]}/{expected[end]}{'+' if got[end] == expected[end] else '-'}" for end in (0, -1)))
+            else:
+                marks.append(f"{got}/{expected}{'+' if got == expected else '-'}")
         correct = self.is_correct(problem, solution)
         lines = [*derivation, *marks, "Correct." if correct else "Wrong.", f"{VERDICT_CUE} {'Yes' if correct else 'No'}"]
         return Rationale("\n".join(lines), correct, None if correct else self.first_wrong_step(problem, solution))

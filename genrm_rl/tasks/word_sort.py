@@ -15,6 +15,7 @@ from genrm_rl.tasks.base import Problem, Rationale, Task, word_list
 class WordSortTask(Task):
     name = "word_sort"
     lengths = {"train": (2, 4), "val": (2, 4), "test": (5, 6), "mixed": (2, 6)}
+    row_layouts = ("all", "ends", "spelled")
 
     def question(self, items):
         return f'Sort the words "{" ".join(items)}" alphabetically.'
@@ -95,7 +96,12 @@ class WordSortTask(Task):
         learn to look one up among many. The generator's own sort is a skill the verifier starts
         with, and comparing two words one token apart is the check that worked on last-letter.
         `_` fills a position one side does not have. The verdict is "no `-` row" and agrees with the
-        answer checker by construction."""
+        answer checker by construction.
+
+        `rows="spelled"` (W7) writes each row's two words and then a mark for their first letters and
+        one for their last: `barn/late b/l- n/e-`. W2's marks, which compare two of 300 single-token
+        words, were right on 60% of rows; these compare two of 26 letters, and once learned they
+        follow the letters on 99.5% of rows (docs/experiments.md, W7)."""
         items = self.items(problem.question)
         answer = self.extract_answer(solution)
         return self.row_rationale(problem, solution, answer.split() if answer else [], sorted(items),

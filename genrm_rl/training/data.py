@@ -59,10 +59,11 @@ class TrainDataConfig:
     max_length: int = option(1024, help="drop examples longer than this many tokens (counted in the log)")
     exclude_problems: list[str] = option([], help="problems JSONL files whose questions must not be trained on")
     val_fraction: float = option(0.05, help="fraction held out for validation loss")
-    rationale_rows: Literal["all", "ends"] = option(
+    rationale_rows: Literal["all", "ends", "spelled"] = option(
         "all", help="oracle rationale rows (tasks with answer rows): 'all' = one per answer position; 'ends' = "
                     "the first three and the last three positions, so no row reads beyond the third item from "
-                    "an end of the list (docs/experiments.md, E1)")
+                    "an end of the list (docs/experiments.md, E1); 'spelled' = one per answer position, its words' "
+                    "first and last letters compared (word sorting; docs/experiments.md, W7)")
     balance: bool = option(False, help="equal numbers of correct and incorrect solutions: plant errors into "
                                        "(or add reference solutions for) the task's problems until they match, "
                                        "as the paper balances its verification data")
@@ -74,13 +75,14 @@ class TrainDataConfig:
                              "long_negatives_per_problem must be >= 0")
         from genrm_rl.kinds import check_choice
         from genrm_rl.prompts import VERIFY_INPUTS, check_view_options
-        from genrm_rl.tasks import check_long_negatives
+        from genrm_rl.tasks import check_long_negatives, check_rationale_rows
 
         check_choice(self.verify_input, VERIFY_INPUTS, "verify_input")
         check_view_options(self.question_view, self.rationale_rows, self.viewed_generation)
         if self.mask_long_answer_verdicts and not self.task:
             raise ValueError("mask_long_answer_verdicts needs data.task: the right answer comes from the task")
         check_long_negatives(self.task, self.long_negatives_per_problem)
+        check_rationale_rows(self.task, self.rationale_rows)
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not self.task and not self.candidates_files and not self.released_files:
