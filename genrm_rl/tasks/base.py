@@ -179,10 +179,10 @@ class Task:
         instead of two of 300 single-token words (docs/experiments.md, W7). The verdict stays the
         answer checker's; two different words with the same first and last letters (under 1% of
         wrong answers) make a wrong answer whose rows are all `+`."""
+        if rows not in self.row_layouts:
+            raise ValueError(f"rationale_rows must be one of {list(self.row_layouts)} for {self.name}, got {rows!r}")
         if rows == "ends":
             given, want = end_positions(given), end_positions(want)
-        elif rows not in ("all", "spelled"):
-            raise ValueError(f"rationale_rows must be 'all', 'ends' or 'spelled', got {rows!r}")
         marks = []
         for i in range(max(len(given), len(want))):
             got, expected = (given[i] if i < len(given) else "_"), (want[i] if i < len(want) else "_")

@@ -138,8 +138,6 @@ class LastLetterTask(Task):
         of the default layout reads the i-th word, and the verifier, trained on 2-4 words, decides
         at row 4 of a 5-6-word list that the list has ended (docs/experiments.md); with the ends
         layout no row reads further than the third word from either end of the list."""
-        if rows not in self.row_layouts:  # 'spelled' compares words' letters; these rows compare letters already
-            raise ValueError(f"rationale_rows must be one of {list(self.row_layouts)} for {self.name}, got {rows!r}")
         items = self.items(problem.question)
         answer = self.extract_answer(solution)
         given = [("?" if ch == " " else ch) for ch in answer] if answer else []
