@@ -34,8 +34,9 @@ def check_long_negatives(task: str, count: int, field: str = "long_negatives_per
 
 def check_rationale_rows(task: str, rows: str, field: str = "rationale_rows") -> None:
     """At config time: the oracle rationale's row layout must be one the task writes."""
-    if task and rows not in get_task(task).row_layouts:
-        raise ValueError(f"{field}={rows!r}, but task {task!r} writes rows {list(get_task(task).row_layouts)}")
+    layouts = get_task(task).row_layouts if task else (rows,)
+    if rows not in layouts:
+        raise ValueError(f"{field}={rows!r}, but task {task!r} writes rows {list(layouts)}")
 
 
 __all__ = ["TASKS", "Problem", "Rationale", "Task", "check_long_negatives", "check_rationale_rows", "get_task",

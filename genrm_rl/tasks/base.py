@@ -152,8 +152,9 @@ class Task:
         docs/experiments.md), so both built-in tasks override this with rows that each make one
         lookup and one comparison (`LastLetterTask`, `WordSortTask`); this stays the default for a
         task that only defines its steps."""
-        if rows != "all":
-            raise ValueError(f"task {self.name!r} writes no answer rows; rationale_rows must be 'all', got {rows!r}")
+        if rows not in self.row_layouts:
+            raise ValueError(f"task {self.name!r} writes no answer rows; rationale_rows must be one of "
+                             f"{list(self.row_layouts)}, got {rows!r}")
         items = self.items(problem.question)
         derived = [_norm(x) for x in self.steps(items)[:-1]]
         answer = self.extract_answer(solution)
