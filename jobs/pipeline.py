@@ -383,24 +383,33 @@ class Pipeline:
 
     def _gated(self, name: str, steps: int, extra_steps: int, max_extensions: int, train, check) -> tuple[str, list]:
         """`train(steps) -> model`, then `check(model) -> (passed, record)`; while it has not passed,
-        resume the same stage for `extra_steps` more, at most `max_extensions` times. Every check is
-        kept in `name/quality_checks.json`, whose presence means the gate has already decided."""
-        checks_file, final = self.out / name / "quality_checks.json", self.out / name / "model"
+        resume the same stage for `extra_steps` more, at most `max_extensions` times.
+
+        Each check is appended to `name/quality_checks.json.partial` as it is made, so a run killed during
+        an extension picks the gate up where it stopped. (Started again from `steps`, a re-run resumed
+        past each smaller step count, re-exported the same model and checked it under those counts.)
+        The list then moves to `name/quality_checks.json`, whose presence means the gate has decided."""
+        stage = self.out / name
+        checks_file, partial, final = stage / "quality_checks.json", stage / "quality_checks.json.partial", stage / "model"
         if checks_file.is_file() and (final / "config.json").is_file():
             return str(final), json.loads(checks_file.read_text())
-        checks = []
-        for extension in range(max_extensions + 1):
+        checks = json.loads(partial.read_text()) if partial.is_file() else []
+        if checks:
+            steps = checks[-1]["steps"] + extra_steps
+            log.info("%s: %d gate check(s) made before this run, resuming to %d steps", name, len(checks), steps)
+        while not (checks and (checks[-1]["passed"] or len(checks) > max_extensions)):
             model = train(steps)
             passed, record = check(model)
-            checks.append({"steps": steps, **record})
-            if passed or extension == max_extensions:
-                break
+            if not passed and len(checks) < max_extensions:
+                (final / "config.json").unlink()  # re-run the stage, resuming from its last checkpoint
+                self.extending.add(f"train {name}")
+                log.info("%s short of its bar: resuming to %d steps", name, steps + extra_steps)
+            checks.append({"steps": steps, **record, "passed": passed})
+            _write_json(partial, checks)
             steps += extra_steps
-            (final / "config.json").unlink()  # re-run the stage, resuming from its last checkpoint
-            self.extending.add(f"train {name}")
-            log.info("%s short of its bar: resuming to %d steps", name, steps)
-        checks_file.write_text(json.dumps(checks))
-        return model, checks
+        _write_json(checks_file, checks)
+        partial.unlink()
+        return str(final), checks
 
     def train_generator(self, base: str) -> str:
         """SFT the generator; if it has not learned the task yet, resume for more steps.
@@ -672,6 +681,13 @@ class Pipeline:
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         write_report(summary, self.out / "report.md")
         return summary
+
+
+def _write_json(path: Path, obj) -> None:
+    """Write whole or not at all (temp file + rename): a kill mid-write must not leave a torn record."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    tmp.replace(path)
 
 
 class _ClientScorer:

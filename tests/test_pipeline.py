@@ -112,6 +112,51 @@ def test_reproduce_config_rejects_a_generator_gate_split_the_task_lacks():
         StageConfig(question_view="sideways")
 
 
+class _FakeStage:
+    """A gated training stage without the training: `train(steps)` writes `model/config.json` (as
+    `Pipeline.train` does) unless it is there already, and `check` passes from `pass_at` steps on."""
+
+    def __init__(self, out: Path, pass_at: int, die_at: int | None = None):
+        self.model, self.pass_at, self.die_at, self.trained = out / "model", pass_at, die_at, []
+
+    def train(self, steps):
+        if not (self.model / "config.json").is_file():
+            self.trained.append(steps)
+            self.model.mkdir(parents=True, exist_ok=True)
+            (self.model / "config.json").write_text(json.dumps({"steps": steps}))
+        return str(self.model)
+
+    def check(self, model):
+        steps = json.loads((Path(model) / "config.json").read_text())["steps"]
+        if steps == self.die_at:
+            raise KeyboardInterrupt("killed")
+        return steps >= self.pass_at, {"at": steps}
+
+
+def test_a_gate_killed_during_an_extension_resumes_where_it_stopped(tmp_path):
+    from jobs.pipeline import Pipeline, ReproduceConfig
+
+    pipeline = Pipeline(ReproduceConfig(output_dir=str(tmp_path)))
+    stage = _FakeStage(tmp_path / "generator", pass_at=400, die_at=300)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline._gated("generator", 100, 100, 5, stage.train, stage.check)
+    assert stage.trained == [100, 200, 300] and not (tmp_path / "generator" / "quality_checks.json").exists()
+    # the re-run goes on from the checks already made, not from 100 steps again
+    stage.die_at = None
+    (stage.model / "config.json").unlink()  # killed while the stage was training to 300
+    model, checks = pipeline._gated("generator", 100, 100, 5, stage.train, stage.check)
+    assert stage.trained == [100, 200, 300, 300, 400] and [c["steps"] for c in checks] == [100, 200, 300, 400]
+    assert [c["passed"] for c in checks] == [False, False, False, True] and model == str(stage.model)
+    assert sorted(p.name for p in (tmp_path / "generator").iterdir()) == ["model", "quality_checks.json"]
+    # decided: a third run trains and checks nothing
+    stage.trained.clear()
+    assert pipeline._gated("generator", 100, 100, 5, stage.train, stage.check)[1] == checks and not stage.trained
+    # out of extensions: the last check stands, failed
+    stage = _FakeStage(tmp_path / "genrm_cot", pass_at=10_000)
+    checks = pipeline._gated("genrm_cot", 100, 100, 2, stage.train, stage.check)[1]
+    assert [c["steps"] for c in checks] == [100, 200, 300] and not any(c["passed"] for c in checks)
+
+
 @pytest.mark.parametrize("name", ["quickstart.yaml", "word_sort.yaml", "word_sort_spelled.yaml", "paper_cpu.yaml",
                                   "gpu_preset.yaml"])
 def test_shipped_reproduce_configs_build_every_verifiers_data(name, tmp_path):
