@@ -293,13 +293,13 @@ class Pipeline:
         log.info("[%s] starting", name)
         fn()
         if settings is not None and not saved:
-            record.write_text(json.dumps(settings, indent=1))
+            _write_json(record, settings, indent=1)
         spent = round(time.time() - t0, 1)
         if name in self.extending:  # a finished stage resumed for more steps: its cost is both runs
             spent = round(spent + self.ledger.get(name, 0.0), 1)
             self.extending.discard(name)
         self.timings[name] = self.ledger[name] = spent
-        self.ledger_file.write_text(json.dumps(self.ledger, indent=1))
+        _write_json(self.ledger_file, self.ledger, indent=1)
         log.info("[%s] finished in %.1fs", name, spent)
 
     def _train_cfg(self, objective: str, init: str, stage: StageConfig, out: Path, candidates: list[str],
@@ -466,7 +466,7 @@ class Pipeline:
                     break
             shutil.rmtree(path, ignore_errors=True)
             shutil.copytree(chosen, path)
-            record.write_text(json.dumps({"chosen": chosen, "target": cfg.policy_accuracy, "checks": checks}, indent=1))
+            _write_json(record, {"chosen": chosen, "target": cfg.policy_accuracy, "checks": checks}, indent=1)
 
         cfg = self.cfg
         self._stage("select policy", record, run, {
@@ -678,15 +678,16 @@ class Pipeline:
             "policy": self.policy, "numerics": numerics_fingerprint(),
             **reports,
         }
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        _write_json(self.out / "summary.json", summary, indent=2)
         write_report(summary, self.out / "report.md")
         return summary
 
 
-def _write_json(path: Path, obj) -> None:
-    """Write whole or not at all (temp file + rename): a kill mid-write must not leave a torn record."""
+def _write_json(path: Path, obj, indent: int | None = None) -> None:
+    """Write whole or not at all (temp file + rename): a kill mid-write must not leave a torn record,
+    and several of these files mark a stage as done (`policy.json`, a gate's checks)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
+    tmp.write_text(json.dumps(obj, indent=indent))
     tmp.replace(path)
 
 
