@@ -142,6 +142,15 @@ def write_records(path: str | Path, records: Iterable[Any]) -> int:
     return n
 
 
+def write_json(path: str | Path, obj: Any, indent: int | None = None) -> None:
+    """One JSON document, written as `write_records` writes (temp file + rename): a kill mid-write
+    leaves the old file or the new one, never a torn record (several mark a pipeline stage as done)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=indent), encoding="utf-8")
+    tmp.replace(path)
+
+
 def index_unique(records: Iterable[Any], key: typing.Callable[[Any], Any], what: str, path: str | Path) -> dict:
     out: dict = {}
     dupes = []

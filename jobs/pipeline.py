@@ -33,6 +33,7 @@ from typing import Literal
 from genrm_rl.config import dump_yaml, from_dict, option
 from genrm_rl.kinds import KINDS, check_choice
 from genrm_rl.prompts import check_view_options
+from genrm_rl.records import write_json
 from genrm_rl.tiny import TinyModelSpec
 from jobs.paper_report import PAIR
 
@@ -293,13 +294,13 @@ class Pipeline:
         log.info("[%s] starting", name)
         fn()
         if settings is not None and not saved:
-            _write_json(record, settings, indent=1)
+            write_json(record, settings, indent=1)
         spent = round(time.time() - t0, 1)
         if name in self.extending:  # a finished stage resumed for more steps: its cost is both runs
             spent = round(spent + self.ledger.get(name, 0.0), 1)
             self.extending.discard(name)
         self.timings[name] = self.ledger[name] = spent
-        _write_json(self.ledger_file, self.ledger, indent=1)
+        write_json(self.ledger_file, self.ledger, indent=1)
         log.info("[%s] finished in %.1fs", name, spent)
 
     def _train_cfg(self, objective: str, init: str, stage: StageConfig, out: Path, candidates: list[str],
@@ -405,9 +406,9 @@ class Pipeline:
                 self.extending.add(f"train {name}")
                 log.info("%s short of its bar: resuming to %d steps", name, steps + extra_steps)
             checks.append({"steps": steps, **record, "passed": passed})
-            _write_json(partial, checks)
+            write_json(partial, checks)
             steps += extra_steps
-        _write_json(checks_file, checks)
+        write_json(checks_file, checks)
         partial.unlink()
         return str(final), checks
 
@@ -466,7 +467,7 @@ class Pipeline:
                     break
             shutil.rmtree(path, ignore_errors=True)
             shutil.copytree(chosen, path)
-            _write_json(record, {"chosen": chosen, "target": cfg.policy_accuracy, "checks": checks}, indent=1)
+            write_json(record, {"chosen": chosen, "target": cfg.policy_accuracy, "checks": checks}, indent=1)
 
         cfg = self.cfg
         self._stage("select policy", record, run, {
@@ -678,17 +679,9 @@ class Pipeline:
             "policy": self.policy, "numerics": numerics_fingerprint(),
             **reports,
         }
-        _write_json(self.out / "summary.json", summary, indent=2)
+        write_json(self.out / "summary.json", summary, indent=2)
         write_report(summary, self.out / "report.md")
         return summary
-
-
-def _write_json(path: Path, obj, indent: int | None = None) -> None:
-    """Write whole or not at all (temp file + rename): a kill mid-write must not leave a torn record,
-    and several of these files mark a stage as done (`policy.json`, a gate's checks)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=indent))
-    tmp.replace(path)
 
 
 class _ClientScorer:
