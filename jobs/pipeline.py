@@ -66,7 +66,7 @@ class StageConfig:
     viewed_generation: bool = option(False, help="GenRM objectives: the λ term's generation prompts show the "
                                                  "question through question_view (see TrainDataConfig)")
     gen_weight: float = option(1 / 3, help="λ (GenRM objectives)")
-    rationale_rows: Literal["all", "ends", "spelled"] = option(
+    rationale_rows: Literal["all", "ends", "spelled", "matched"] = option(
         "all", help="oracle rationale rows of the verifiers' data (see TrainDataConfig)")
     warmup_ratio: float = option(0.05, help="warmup fraction")
 

@@ -162,6 +162,30 @@ def test_spelled_rows_compare_first_and_last_letters_of_each_word():
                 assert "-" not in r.text.replace("Verification", "")
 
 
+def test_matched_rows_find_each_question_word_in_the_answer_and_check_its_order():
+    task = get_task("word_sort")
+    p = Problem("p", "word_sort", 'Sort the words "tent lock frog" alphabetically.', "frog lock tent")
+    right = task.rationale(p, task.solve(p), rows="matched").text.splitlines()
+    assert right == ["tent: frog t/f- lock t/l- tent t/t e/e n/n t/t+ +",
+                     "lock: frog l/f- lock l/l o/o c/c k/k+ tent l/t- +",
+                     "frog: frog f/f r/r o/o g/g+ lock f/l- tent f/t- +",
+                     "frog<lock f/l+", "lock<tent l/t+", "Correct.", f"{VERDICT_CUE} Yes"]
+    # a word the question does not have, one word too many (a `_` row), words out of order
+    assert task.rationale(p, "The answer is frog loss tent.", rows="matched").text.splitlines()[1] == \
+        "lock: frog l/f- loss l/l o/o c/s- tent l/t- -"
+    extra = task.rationale(p, "The answer is frog lock tent tent.", rows="matched").text.splitlines()
+    assert extra[3] == "_: frog _ lock _ tent _ tent _ -" and extra[6] == "tent<tent t/t e/e n/n t/t -"
+    assert task.rationale(p, "The answer is lock frog tent.", rows="matched").text.splitlines()[3] == "lock<frog l/f-"
+    assert task.rationale(p, "The answer is frog fro tent.", rows="matched").text.splitlines()[3] == "frog<fro f/f r/r o/o -"
+    rng = random.Random(0)
+    for q in task.make_problems("train", 40, seed=2):
+        for solution in (task.solve(q), task.corrupt(q, rng)[0], "no answer here"):
+            r = task.rationale(q, solution, rows="matched")
+            rows = r.text.splitlines()[:-2]
+            assert r.verdict == task.is_correct(q, solution) == all(row.endswith("+") for row in rows)
+    assert task.rationale(p, "no answer here", rows="matched").text.splitlines()[0] == "tent: -"
+
+
 def test_a_row_layout_the_task_does_not_write_is_a_config_error():
     from genrm_rl.tasks import check_rationale_rows
 

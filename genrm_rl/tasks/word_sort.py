@@ -1,21 +1,23 @@
 """Word sorting (BIG-Bench `word_sorting`; the GenRM paper's second algorithmic task).
 
 The reference solution is a selection sort written out: each step names the words left and picks
-the alphabetically first, so every step can be checked on its own. The oracle verification does
-the sort again and compares the answer with it word by word (see `rationale`).
+the alphabetically first, so every step can be checked on its own. The oracle verification either
+does the sort again and compares the answer with it word by word (`rationale`), or, in
+`word_sort.yaml`'s layout, finds each question word in the answer and checks the answer's order
+without sorting (`matched_rationale`).
 """
 
 from __future__ import annotations
 
 import random
 
-from genrm_rl.tasks.base import Problem, Rationale, Task, word_list
+from genrm_rl.tasks.base import VERDICT_CUE, Problem, Rationale, Task, word_list
 
 
 class WordSortTask(Task):
     name = "word_sort"
     lengths = {"train": (2, 4), "val": (2, 4), "test": (5, 6), "mixed": (2, 6)}
-    row_layouts = ("all", "ends", "spelled")
+    row_layouts = ("all", "ends", "spelled", "matched")
 
     def question(self, items):
         return f'Sort the words "{" ".join(items)}" alphabetically.'
@@ -104,5 +106,55 @@ class WordSortTask(Task):
         follow the letters on 99.5% of rows (docs/experiments.md, W7)."""
         items = self.items(problem.question)
         answer = self.extract_answer(solution)
+        if rows == "matched":
+            return self.matched_rationale(problem, solution, items, answer.split() if answer else [])
         return self.row_rationale(problem, solution, answer.split() if answer else [], sorted(items),
                                   derivation=self.steps(items)[:-1], rows=rows)
+
+    def matched_rationale(self, problem: Problem, solution: str, items: list[str], given: list[str]) -> Rationale:
+        """`rows="matched"` (W10): the answer checked against the question without sorting again.
+
+            ready: famous r/f- raven r/r e/a- ready r/r e/e a/a d/d y/y+ ship r/s- +
+            raven: famous r/f- raven r/r a/a v/v e/e n/n+ ready r/r a/e- ship r/s- +
+            ...
+            famous<raven f/r+
+            raven<ready r/r a/e+
+            ready<ship r/s+
+            Correct.
+            Verification: Is the answer correct (Yes/No)? Yes
+
+        One row per question word, in the question's order, compares it with each answer word
+        letter by letter (`-` as soon as two differ, `_` past a word's end; `+` when every letter
+        matches); the row ends `+` if some answer word matched. Answer positions past the list get
+        a row headed `_`, which ends `-`. Then one row per adjacent pair of answer words compares their
+        letters from the first until two differ, `+` if in order. Why (docs/experiments.md, W10): the
+        policy's wrong answers hold a word that is not in the question (95-99% of them), and W7's
+        verifier, which sorts again, makes that same mistake in its own sort; every mark here compares
+        two letters, the check W7 learned. The verdict is the answer checker's, which is "every row
+        `+`" by construction."""
+        def spelled(word: str, other: str) -> str:
+            marks = []
+            for x, y in zip(word.ljust(len(other), "_"), other.ljust(len(word), "_"), strict=True):
+                if x != y:
+                    return " ".join([*marks, f"{x}/{y}-"])
+                marks.append(f"{x}/{y}")
+            return " ".join(marks) + "+"
+
+        def ordered(a: str, b: str) -> str:
+            marks = []
+            for x, y in zip(a, b, strict=False):
+                if x != y:
+                    return " ".join([*marks, f"{x}/{y}{'+' if x < y else '-'}"])
+                marks.append(f"{x}/{y}")
+            return " ".join([*marks, "+" if len(a) < len(b) else "-"])  # a prefix of the other, or equal
+
+        lines = []
+        for i in range(max(len(items), len(given))):
+            head = items[i] if i < len(items) else "_"
+            entries = [f"{w} {spelled(head, w)}" if head != "_" else f"{w} _" for w in given]
+            found = head in given
+            lines.append(" ".join([f"{head}:", *entries, "+" if found else "-"]))
+        lines += [f"{a}<{b} {ordered(a, b)}" for a, b in zip(given, given[1:], strict=False)]
+        correct = self.is_correct(problem, solution)
+        lines += ["Correct." if correct else "Wrong.", f"{VERDICT_CUE} {'Yes' if correct else 'No'}"]
+        return Rationale("\n".join(lines), correct, None if correct else self.first_wrong_step(problem, solution))

@@ -59,11 +59,13 @@ class TrainDataConfig:
     max_length: int = option(1024, help="drop examples longer than this many tokens (counted in the log)")
     exclude_problems: list[str] = option([], help="problems JSONL files whose questions must not be trained on")
     val_fraction: float = option(0.05, help="fraction held out for validation loss")
-    rationale_rows: Literal["all", "ends", "spelled"] = option(
+    rationale_rows: Literal["all", "ends", "spelled", "matched"] = option(
         "all", help="oracle rationale rows (tasks with answer rows): 'all' = one per answer position; 'ends' = "
                     "the first three and the last three positions, so no row reads beyond the third item from "
                     "an end of the list (docs/experiments.md, E1); 'spelled' = one per answer position, its words' "
-                    "first and last letters compared (word sorting; docs/experiments.md, W7)")
+                    "first and last letters compared (word sorting; docs/experiments.md, W7); 'matched' = no sort: each "
+                    "question word matched against the answer's words by letters, then adjacent answer words "
+                    "compared for order (word sorting; docs/experiments.md, W10)")
     balance: bool = option(False, help="equal numbers of correct and incorrect solutions: plant errors into "
                                        "(or add reference solutions for) the task's problems until they match, "
                                        "as the paper balances its verification data")
