@@ -131,7 +131,7 @@ class WordSortTask(Task):
         policy's wrong answers hold a word that is not in the question (95-99% of them), and W7's
         verifier, which sorts again, makes that same mistake in its own sort; every mark here compares
         two letters, the check W7 learned. The verdict is the answer checker's, which is "every row
-        `+`" by construction."""
+        `+`" for a question without a repeated word (the task's problems never repeat one)."""
         def spelled(word: str, other: str) -> str:
             marks = []
             for x, y in zip(word.ljust(len(other), "_"), other.ljust(len(word), "_"), strict=True):
