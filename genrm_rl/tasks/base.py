@@ -192,8 +192,13 @@ class Task:
                     f" {got[end]}/{expected[end]}{'+' if got[end] == expected[end] else '-'}" for end in (0, -1)))
             else:
                 marks.append(f"{got}/{expected}{'+' if got == expected else '-'}")
+        return self.checked_rationale(problem, solution, [*derivation, *marks])
+
+    def checked_rationale(self, problem: Problem, solution: str, lines: list[str]) -> Rationale:
+        """`lines` followed by the answer checker's verdict (`Correct.`/`Wrong.` and the verdict cue):
+        the ending every row layout shares."""
         correct = self.is_correct(problem, solution)
-        lines = [*derivation, *marks, "Correct." if correct else "Wrong.", f"{VERDICT_CUE} {'Yes' if correct else 'No'}"]
+        lines = [*lines, "Correct." if correct else "Wrong.", f"{VERDICT_CUE} {'Yes' if correct else 'No'}"]
         return Rationale("\n".join(lines), correct, None if correct else self.first_wrong_step(problem, solution))
 
     def step_result(self, line: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from genrm_rl.tasks.base import VERDICT_CUE, Problem, Rationale, Task, word_list
+from genrm_rl.tasks.base import Problem, Rationale, Task, word_list
 
 
 class WordSortTask(Task):
@@ -155,6 +155,4 @@ class WordSortTask(Task):
             found = head in given
             lines.append(" ".join([f"{head}:", *entries, "+" if found else "-"]))
         lines += [f"{a}<{b} {ordered(a, b)}" for a, b in zip(given, given[1:], strict=False)]
-        correct = self.is_correct(problem, solution)
-        lines += ["Correct." if correct else "Wrong.", f"{VERDICT_CUE} {'Yes' if correct else 'No'}"]
-        return Rationale("\n".join(lines), correct, None if correct else self.first_wrong_step(problem, solution))
+        return self.checked_rationale(problem, solution, lines)
